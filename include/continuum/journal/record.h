@@ -1,0 +1,56 @@
+#pragma once
+
+#include <cstdint>
+#include <span>
+
+namespace continuum::journal {
+
+// Every journal record starts with this 64-byte little-endian header
+// (docs/format/journal.md). The header checksum covers bytes [0, 56); the
+// payload checksum covers the payload. Both are XXH3-64.
+struct RecordHeader {
+  uint32_t magic = 0;
+  uint16_t version = 1;
+  uint16_t kind = 0;
+  uint64_t seq = 0;
+  int64_t ts_ns = 0;
+  uint64_t offset = 0;   // byte offset on the volume
+  uint64_t length = 0;   // bytes of the volume affected
+  uint32_t payload_len = 0;
+  uint32_t flags = 0;
+  uint64_t payload_checksum = 0;
+  uint64_t header_checksum = 0;
+};
+static_assert(sizeof(RecordHeader) == 64, "on-disk header is 64 bytes");
+
+inline constexpr uint32_t kWriteLogMagic = 0x314C5743;  // "CWL1"
+inline constexpr uint32_t kUndoMagic = 0x314A5543;      // "CUJ1"
+inline constexpr uint16_t kRecordVersion = 1;
+// Largest payload a record may carry; larger inputs are split by the writer.
+inline constexpr uint32_t kMaxPayload = 16u << 20;
+
+// Write-log kinds (the ordered write stream).
+enum class WriteKind : uint16_t {
+  kWrite = 1,     // payload = new data for [offset, offset+length)
+  kZero = 2,      // trim / write-zeroes: range reads as zeros; no payload
+  kBookmark = 3,  // payload = label (UTF-8); offset/length unused
+};
+
+// Undo-journal kinds (before-images).
+enum class UndoKind : uint16_t {
+  kOldData = 1,   // payload = contents of the range before write `seq`
+  kOldZero = 2,   // range was all zeros before write `seq`; no payload
+  kBookmark = 3,  // payload = label
+};
+
+inline constexpr uint32_t kFlagEndOfSeq = 1u << 0;      // last undo record of its seq
+inline constexpr uint32_t kFlagConsistent = 1u << 1;    // application-consistent bookmark
+inline constexpr uint32_t kFlagRollbackMark = 1u << 2;  // bookmark written by a rollback
+
+// Fills the checksums of `h` for `payload`.
+void SealHeader(RecordHeader* h, std::span<const uint8_t> payload);
+// True when the magic, version and header checksum are right.
+bool HeaderValid(const RecordHeader& h, uint32_t magic);
+bool PayloadValid(const RecordHeader& h, std::span<const uint8_t> payload);
+
+}  // namespace continuum::journal

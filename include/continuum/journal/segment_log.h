@@ -1,0 +1,97 @@
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "continuum/common/result.h"
+#include "continuum/io/file.h"
+#include "continuum/journal/record.h"
+
+namespace continuum::journal {
+
+// One segment file of a SegmentLog. Held by shared_ptr so readers (views)
+// keep a trimmed segment's descriptor open after its file is unlinked.
+struct Segment {
+  uint64_t first_seq = 0;   // from the file name
+  uint64_t last_seq = 0;    // highest seq recorded (0 when empty)
+  int64_t last_ts_ns = 0;
+  uint64_t bytes = 0;       // valid bytes (the append position)
+  std::unique_ptr<io::File> file;
+};
+
+// Where a record's payload lives.
+struct RecordLocation {
+  std::shared_ptr<Segment> segment;
+  uint64_t payload_offset = 0;
+};
+
+// An append-only log of checksummed records split into segment files named
+// "<first_seq, 20 digits>.log" in one directory (docs/format/journal.md).
+//
+// Crash safety: a segment is fdatasync'ed before the next one is created, so
+// only the newest segment can end in a torn record; Open() truncates it there.
+// Thread-safety: Append/Sync/Trim/ReadPayload may be called from any thread;
+// an internal mutex orders appends.
+class SegmentLog {
+ public:
+  struct Options {
+    std::string dir;
+    uint32_t magic = 0;
+    uint64_t segment_bytes = 64ull << 20;
+    // Verify payload checksums of every record at Open (else only the
+    // newest segment's, where a torn write can be).
+    bool verify_all_payloads = false;
+  };
+  // Called for every valid record in order at Open. Returning a non-ok status aborts Open.
+  using Visitor = std::function<Status(const RecordHeader&, const RecordLocation&)>;
+
+  // Opens (creating the directory when missing) and scans every segment.
+  static Result<std::unique_ptr<SegmentLog>> Open(const Options& opts, const Visitor& visit);
+
+  // Appends one record; the header's checksums and payload_len are filled
+  // here. Not durable until Sync(). With may_start_segment=false the record
+  // stays in the current segment even past segment_bytes (used to keep all
+  // records of one seq in one segment, so trimming never splits a seq).
+  Result<RecordLocation> Append(RecordHeader header, std::span<const uint8_t> payload,
+                                bool may_start_segment = true);
+  // Makes every appended record durable.
+  Status Sync();
+
+  Status ReadPayload(const RecordLocation& loc, uint64_t offset_in_payload,
+                     std::span<uint8_t> out) const;
+
+  // Unlinks whole segments whose records all have seq <= `seq`, oldest first,
+  // never the newest segment. Returns the segments removed.
+  Result<std::vector<std::shared_ptr<Segment>>> TrimThrough(uint64_t seq);
+  // Unlinks the oldest sealed segment. Returns nullptr when only one is left.
+  Result<std::shared_ptr<Segment>> TrimOldest();
+
+  uint64_t TotalBytes() const;
+  size_t SegmentCount() const;
+  // Oldest segment (nullptr when the log is empty).
+  std::shared_ptr<Segment> Oldest() const;
+  uint64_t LastSeq() const;
+  const std::string& dir() const { return opts_.dir; }
+
+ private:
+  explicit SegmentLog(Options opts) : opts_(std::move(opts)) {}
+  Status ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last, const Visitor& visit);
+  Status StartSegmentLocked(uint64_t first_seq);
+  std::string SegmentPath(uint64_t first_seq) const;
+
+  Options opts_;
+  mutable std::mutex mu_;
+  std::map<uint64_t, std::shared_ptr<Segment>> segments_;  // GUARDED_BY(mu_), key = first_seq
+  uint64_t total_bytes_ = 0;                               // GUARDED_BY(mu_)
+  uint64_t last_seq_ = 0;                                  // GUARDED_BY(mu_)
+  bool dirty_ = false;                                     // GUARDED_BY(mu_)
+  std::mutex sync_mu_;  // serializes fdatasync calls so concurrent flushes coalesce
+};
+
+}  // namespace continuum::journal

@@ -1,0 +1,168 @@
+#pragma once
+
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "continuum/cdp/cdp_store.h"
+#include "continuum/common/result.h"
+#include "continuum/io/block_target.h"
+#include "continuum/io/file.h"
+#include "continuum/journal/segment_log.h"
+#include "continuum/volume/change_tracker.h"
+
+namespace continuum::volume {
+
+class VolumeView;
+
+struct VolumeConfig {
+  std::string name;
+  std::string backing;  // block device or regular file (the mirror)
+  uint64_t size = 0;
+  uint32_t block_size = 4096;
+  bool cdp = true;  // false = capture only (write log, no undo journal)
+  uint64_t journal_bytes = 1ull << 30;
+  int64_t retention_ns = 0;
+  cdp::FullPolicy full_policy = cdp::FullPolicy::kTrim;
+  uint64_t cache_bytes = 128ull << 20;  // memory for admitted, not yet applied writes
+  int64_t created_ts_ns = 0;
+};
+
+// Called for operator-relevant events ("journal_trimmed", "apply_failed" ...).
+using EventSink = std::function<void(const std::string& kind, const std::string& message)>;
+
+struct VolumeStats {
+  uint64_t last_seq = 0;     // newest admitted write
+  uint64_t applied_seq = 0;  // newest write in the mirror (and undo journal)
+  uint64_t pending_bytes = 0;
+  uint64_t writes = 0;
+  uint64_t bytes_written = 0;
+  uint64_t flushes = 0;
+  uint64_t journal_bytes = 0;
+  uint64_t wlog_bytes = 0;
+  cdp::Point oldest;
+  cdp::Point latest;
+  bool writes_blocked = false;
+  std::string error;  // non-empty once the apply step failed
+};
+
+// A protected volume: the write pipeline behind its block device
+// (docs/adr/0002-write-pipeline.md).
+//
+//   Write -> seq + timestamp + checksum -> write log (redo, fsync on Flush)
+//         -> memory queue (reads see it) -> apply thread:
+//            sync write log, read old range, append undo, sync undo,
+//            write mirror, mark changed-block bitmaps, checkpoint.
+//
+// A Flush costs one sequential fdatasync of the write log. After a crash,
+// Open() replays the write log past the last checkpoint.
+// Thread-safety: BlockTarget calls, bookmarks and views may come from any
+// thread. mu_ guards the admission state; mirror_mu_ orders mirror writes
+// against view reads.
+class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volume> {
+ public:
+  static Result<std::shared_ptr<Volume>> Open(const VolumeConfig& cfg, const std::string& dir,
+                                              EventSink events);
+  ~Volume() override;
+
+  uint64_t Size() const override { return cfg_.size; }
+  uint32_t BlockSize() const override { return cfg_.block_size; }
+  bool ReadOnly() const override { return false; }
+  Status Read(uint64_t offset, std::span<uint8_t> out) override;
+  Status Write(uint64_t offset, std::span<const uint8_t> data, bool fua) override;
+  Status Flush() override;
+  Status Trim(uint64_t offset, uint64_t length) override;
+  Status WriteZeroes(uint64_t offset, uint64_t length, bool fua) override;
+
+  // Inserts a bookmark into the write stream after every write admitted so
+  // far, waits until it is applied and durable, and returns its point.
+  Result<cdp::Point> AddBookmark(const std::string& label, uint32_t flags);
+  // Waits until every admitted write is applied.
+  Status Drain();
+  // Applies and checkpoints everything, then stops the apply thread.
+  Status Close();
+
+  Result<cdp::Point> ResolvePoint(const std::string& text);
+  // A read-only (or overlay-writable) block view of the volume at `point`.
+  Result<std::shared_ptr<VolumeView>> OpenView(const cdp::Point& point, const std::string& overlay_path);
+  // Rewinds the volume to `point` by writing the old contents back through
+  // the pipeline, after a bookmark that marks the state before; returns it.
+  Result<cdp::Bookmark> Rollback(const cdp::Point& point);
+
+  VolumeStats Stats() const;
+  const VolumeConfig& config() const { return cfg_; }
+  cdp::CdpStore* cdp() { return cdp_.get(); }
+  ChangeTracker* tracker() { return tracker_.get(); }
+  void SetRetention(int64_t retention_ns, uint64_t journal_bytes, cdp::FullPolicy policy);
+
+ private:
+  friend class VolumeView;
+  struct Record {
+    uint64_t seq;
+    int64_t ts_ns;
+    journal::WriteKind kind;
+    uint64_t offset;
+    uint64_t length;
+    std::vector<uint8_t> data;  // new data (kWrite) or label (kBookmark)
+    uint32_t flags;
+  };
+  struct PendingBlock {
+    uint64_t seq;
+    const uint8_t* data;  // nullptr = zeros; points into a queued Record
+  };
+
+  Volume(VolumeConfig cfg, std::string dir, EventSink events)
+      : cfg_(std::move(cfg)), dir_(std::move(dir)), events_(std::move(events)) {}
+  Status Recover();
+  Result<uint64_t> Admit(journal::WriteKind kind, uint64_t offset, std::vector<uint8_t> data,
+                         uint64_t length, uint32_t flags);
+  Status WriteAligned(uint64_t offset, std::span<const uint8_t> data);
+  Status ReadMirror(uint64_t offset, std::span<uint8_t> out) const;
+  Status ZeroMirror(uint64_t offset, uint64_t length);
+  void ApplyLoop();
+  Status ApplyBatch(std::vector<Record*>& batch);
+  Status Checkpoint();
+  Status CheckWritable() const;
+  Status WaitApplied(uint64_t seq);
+  void Emit(const std::string& kind, const std::string& message);
+
+  VolumeConfig cfg_;
+  std::string dir_;
+  EventSink events_;
+  std::unique_ptr<io::File> mirror_;
+  bool mirror_is_blockdev_ = false;
+  std::unique_ptr<journal::SegmentLog> wlog_;
+  std::unique_ptr<cdp::CdpStore> cdp_;
+  std::unique_ptr<ChangeTracker> tracker_;
+
+  mutable std::mutex mu_;
+  std::condition_variable apply_cv_;   // queue has work / stop
+  std::condition_variable space_cv_;   // cache space freed
+  std::condition_variable applied_cv_; // applied_seq_ advanced
+  std::deque<std::unique_ptr<Record>> queue_;                  // GUARDED_BY(mu_)
+  std::unordered_map<uint64_t, PendingBlock> pending_blocks_;  // GUARDED_BY(mu_)
+  uint64_t pending_bytes_ = 0;                                 // GUARDED_BY(mu_)
+  uint64_t last_seq_ = 0;                                      // GUARDED_BY(mu_)
+  int64_t last_ts_ns_ = 0;                                     // GUARDED_BY(mu_)
+  uint64_t applied_seq_ = 0;                                   // GUARDED_BY(mu_)
+  uint64_t checkpoint_seq_ = 0;                                // apply thread
+  uint64_t skip_undo_through_ = 0;                             // apply thread (recovery)
+  int64_t last_checkpoint_ns_ = 0;                             // apply thread
+  bool stopping_ = false;                                      // GUARDED_BY(mu_)
+  bool checkpoint_requested_ = false;                          // GUARDED_BY(mu_)
+  Status apply_error_;                                         // GUARDED_BY(mu_)
+  uint64_t writes_ = 0, bytes_written_ = 0, flushes_ = 0;     // GUARDED_BY(mu_)
+  std::mutex rmw_mu_;  // serializes unaligned read-modify-write
+  mutable std::shared_mutex mirror_mu_;
+  std::thread apply_thread_;
+};
+
+}  // namespace continuum::volume

@@ -1,0 +1,223 @@
+#include "continuum/journal/segment_log.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <vector>
+
+#include "continuum/common/log.h"
+
+namespace continuum::journal {
+namespace {
+
+bool ParseSegmentName(const char* name, uint64_t* first_seq) {
+  size_t len = std::strlen(name);
+  if (len != 24 || std::strcmp(name + 20, ".log") != 0) return false;
+  uint64_t v = 0;
+  for (int i = 0; i < 20; ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(name[i] - '0');
+  }
+  *first_seq = v;
+  return true;
+}
+
+}  // namespace
+
+std::string SegmentLog::SegmentPath(uint64_t first_seq) const {
+  char name[32];
+  std::snprintf(name, sizeof(name), "%020" PRIu64 ".log", first_seq);
+  return opts_.dir + "/" + name;
+}
+
+Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const Options& opts, const Visitor& visit) {
+  CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(opts.dir, 0700));
+  std::unique_ptr<SegmentLog> log(new SegmentLog(opts));
+  std::vector<uint64_t> firsts;
+  DIR* d = ::opendir(opts.dir.c_str());
+  if (d == nullptr) return PosixError("open journal directory " + opts.dir, errno);
+  while (struct dirent* e = ::readdir(d)) {
+    uint64_t first = 0;
+    if (ParseSegmentName(e->d_name, &first)) firsts.push_back(first);
+  }
+  ::closedir(d);
+  std::sort(firsts.begin(), firsts.end());
+  for (size_t i = 0; i < firsts.size(); ++i) {
+    auto seg = std::make_shared<Segment>();
+    seg->first_seq = firsts[i];
+    CONTINUUM_ASSIGN_OR_RETURN(seg->file, io::File::Open(log->SegmentPath(firsts[i]), O_RDWR));
+    CONTINUUM_RETURN_IF_ERROR(log->ScanSegment(seg, i + 1 == firsts.size(), visit));
+    log->segments_[seg->first_seq] = seg;
+    log->total_bytes_ += seg->bytes;
+    if (seg->last_seq > log->last_seq_) log->last_seq_ = seg->last_seq;
+  }
+  return log;
+}
+
+Status SegmentLog::ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last,
+                               const Visitor& visit) {
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t size, seg->file->Size());
+  uint64_t pos = 0;
+  std::vector<uint8_t> payload;
+  bool verify = is_last || opts_.verify_all_payloads;
+  while (pos + sizeof(RecordHeader) <= size) {
+    RecordHeader h;
+    CONTINUUM_RETURN_IF_ERROR(seg->file->PRead(pos, {reinterpret_cast<uint8_t*>(&h), sizeof(h)}));
+    if (!HeaderValid(h, opts_.magic)) break;
+    if (pos + sizeof(h) + h.payload_len > size) break;
+    if (verify) {
+      payload.resize(h.payload_len);
+      CONTINUUM_RETURN_IF_ERROR(seg->file->PRead(pos + sizeof(h), payload));
+      if (!PayloadValid(h, payload)) break;
+    }
+    RecordLocation loc{seg, pos + sizeof(h)};
+    CONTINUUM_RETURN_IF_ERROR(visit(h, loc));
+    seg->last_seq = h.seq;
+    seg->last_ts_ns = h.ts_ns;
+    pos += sizeof(h) + h.payload_len;
+  }
+  if (pos != size) {
+    if (!is_last) {
+      return DataLoss("journal segment " + seg->file->path() + " is damaged at offset " +
+                      std::to_string(pos) + " (not the newest segment, so this is not a torn write)");
+    }
+    // Invariant: only the newest segment may end in a torn record (older ones
+    // were synced before it was created). Cut the tail so appends follow the
+    // last whole record.
+    Logger("journal")->warn("truncating torn tail of {} at offset {} (was {} bytes)",
+                            seg->file->path(), pos, size);
+    CONTINUUM_RETURN_IF_ERROR(seg->file->Truncate(pos));
+    CONTINUUM_RETURN_IF_ERROR(seg->file->Sync());
+  }
+  seg->bytes = pos;
+  return Status::Ok();
+}
+
+Status SegmentLog::StartSegmentLocked(uint64_t first_seq) {
+  if (!segments_.empty()) {
+    // Ordering: the previous segment must be durable before a newer one can
+    // hold records, so recovery only ever sees a torn tail in the newest.
+    CONTINUUM_RETURN_IF_ERROR(segments_.rbegin()->second->file->DataSync());
+  }
+  auto seg = std::make_shared<Segment>();
+  seg->first_seq = first_seq;
+  CONTINUUM_ASSIGN_OR_RETURN(seg->file,
+                             io::File::Open(SegmentPath(first_seq), O_RDWR | O_CREAT | O_EXCL, 0600));
+  CONTINUUM_RETURN_IF_ERROR(io::SyncDir(opts_.dir));
+  segments_[first_seq] = seg;
+  return Status::Ok();
+}
+
+Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_t> payload,
+                                          bool may_start_segment) {
+  if (payload.size() > kMaxPayload) return InvalidArgument("journal record payload too large");
+  h.magic = opts_.magic;
+  h.version = kRecordVersion;
+  SealHeader(&h, payload);
+  std::lock_guard lock(mu_);
+  uint64_t rec_bytes = sizeof(h) + payload.size();
+  if (segments_.empty() || (may_start_segment && segments_.rbegin()->second->bytes > 0 &&
+                            segments_.rbegin()->second->bytes + rec_bytes > opts_.segment_bytes)) {
+    CONTINUUM_RETURN_IF_ERROR(StartSegmentLocked(h.seq));
+  }
+  auto& seg = segments_.rbegin()->second;
+  // One pwrite for header + payload keeps a record contiguous in the page cache.
+  std::vector<uint8_t> buf(rec_bytes);
+  std::memcpy(buf.data(), &h, sizeof(h));
+  if (!payload.empty()) std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());
+  Status st = seg->file->PWrite(seg->bytes, buf);
+  if (!st.ok()) {
+    // Leave bytes unchanged: the next append overwrites the partial record.
+    return st;
+  }
+  RecordLocation loc{seg, seg->bytes + sizeof(h)};
+  seg->bytes += rec_bytes;
+  seg->last_seq = h.seq;
+  seg->last_ts_ns = h.ts_ns;
+  total_bytes_ += rec_bytes;
+  if (h.seq > last_seq_) last_seq_ = h.seq;
+  dirty_ = true;
+  return loc;
+}
+
+Status SegmentLog::Sync() {
+  std::lock_guard sync_lock(sync_mu_);
+  std::shared_ptr<Segment> seg;
+  {
+    std::lock_guard lock(mu_);
+    if (!dirty_ || segments_.empty()) return Status::Ok();
+    dirty_ = false;
+    seg = segments_.rbegin()->second;
+  }
+  // Older segments were synced when the newer one was started.
+  Status st = seg->file->DataSync();
+  if (!st.ok()) {
+    std::lock_guard lock(mu_);
+    dirty_ = true;
+  }
+  return st;
+}
+
+Status SegmentLog::ReadPayload(const RecordLocation& loc, uint64_t offset_in_payload,
+                               std::span<uint8_t> out) const {
+  return loc.segment->file->PRead(loc.payload_offset + offset_in_payload, out);
+}
+
+Result<std::vector<std::shared_ptr<Segment>>> SegmentLog::TrimThrough(uint64_t seq) {
+  std::vector<std::shared_ptr<Segment>> removed;
+  std::lock_guard lock(mu_);
+  while (segments_.size() > 1) {
+    auto it = segments_.begin();
+    auto next = std::next(it);
+    // All records of `it` are < next->first_seq.
+    if (next->second->first_seq > seq + 1) break;
+    if (::unlink(it->second->file->path().c_str()) != 0) {
+      return PosixError("remove journal segment " + it->second->file->path(), errno);
+    }
+    total_bytes_ -= it->second->bytes;
+    removed.push_back(it->second);
+    segments_.erase(it);
+  }
+  return removed;
+}
+
+Result<std::shared_ptr<Segment>> SegmentLog::TrimOldest() {
+  std::lock_guard lock(mu_);
+  if (segments_.size() <= 1) return std::shared_ptr<Segment>();
+  auto it = segments_.begin();
+  if (::unlink(it->second->file->path().c_str()) != 0) {
+    return PosixError("remove journal segment " + it->second->file->path(), errno);
+  }
+  auto seg = it->second;
+  total_bytes_ -= seg->bytes;
+  segments_.erase(it);
+  return seg;
+}
+
+uint64_t SegmentLog::TotalBytes() const {
+  std::lock_guard lock(mu_);
+  return total_bytes_;
+}
+
+size_t SegmentLog::SegmentCount() const {
+  std::lock_guard lock(mu_);
+  return segments_.size();
+}
+
+std::shared_ptr<Segment> SegmentLog::Oldest() const {
+  std::lock_guard lock(mu_);
+  if (segments_.empty()) return nullptr;
+  return segments_.begin()->second;
+}
+
+uint64_t SegmentLog::LastSeq() const {
+  std::lock_guard lock(mu_);
+  return last_seq_;
+}
+
+}  // namespace continuum::journal

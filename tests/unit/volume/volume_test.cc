@@ -1,0 +1,275 @@
+#include "continuum/volume/volume.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <map>
+#include <random>
+
+#include "continuum/common/time_util.h"
+#include "continuum/volume/volume_view.h"
+
+namespace continuum::volume {
+namespace {
+
+namespace fs = std::filesystem;
+
+class VolumeTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() / ("continuum-volume-test-" + std::to_string(::getpid()) + "-" +
+                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+    cfg_.name = "v";
+    cfg_.backing = (dir_ / "backing.img").string();
+    cfg_.size = 8ull << 20;
+    cfg_.journal_bytes = 64ull << 20;
+    cfg_.created_ts_ns = WallNowNs();
+    FILE* f = fopen(cfg_.backing.c_str(), "w");
+    fclose(f);
+    fs::resize_file(cfg_.backing, cfg_.size);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::shared_ptr<Volume> OpenVolume() {
+    auto v = Volume::Open(cfg_, (dir_ / "state").string(), nullptr);
+    EXPECT_TRUE(v.ok()) << v.status().ToString();
+    return v.ok() ? v.value() : nullptr;
+  }
+
+  fs::path dir_;
+  VolumeConfig cfg_;
+};
+
+std::vector<uint8_t> Pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> out(n);
+  std::mt19937 rng(seed);
+  for (auto& b : out) b = static_cast<uint8_t>(rng());
+  return out;
+}
+
+TEST_F(VolumeTest, ReadsBackWritesBeforeAndAfterApply) {
+  auto v = OpenVolume();
+  auto data = Pattern(64 * 1024, 1);
+  ASSERT_TRUE(v->Write(4096 * 3, data, false).ok());
+  std::vector<uint8_t> got(data.size());
+  ASSERT_TRUE(v->Read(4096 * 3, got).ok());
+  EXPECT_EQ(got, data);
+  ASSERT_TRUE(v->Drain().ok());
+  ASSERT_TRUE(v->Read(4096 * 3, got).ok());
+  EXPECT_EQ(got, data);
+}
+
+TEST_F(VolumeTest, UnalignedWriteIsReadModifyWrite) {
+  auto v = OpenVolume();
+  auto base = Pattern(8192, 2);
+  ASSERT_TRUE(v->Write(0, base, false).ok());
+  std::vector<uint8_t> patch = {1, 2, 3, 4, 5};
+  ASSERT_TRUE(v->Write(4094, patch, false).ok());
+  std::copy(patch.begin(), patch.end(), base.begin() + 4094);
+  std::vector<uint8_t> got(8192);
+  ASSERT_TRUE(v->Read(0, got).ok());
+  EXPECT_EQ(got, base);
+}
+
+TEST_F(VolumeTest, RejectsOutOfRangeWrite) {
+  auto v = OpenVolume();
+  std::vector<uint8_t> d(4096, 1);
+  EXPECT_FALSE(v->Write(cfg_.size, d, false).ok());
+}
+
+// Model-based: random writes, zeroes and bookmarks; views at many points
+// must equal the model's image at that point, also after a reopen.
+TEST_F(VolumeTest, ViewsMatchModelAtEveryPoint) {
+  const uint32_t bs = 4096;
+  const uint64_t nblocks = cfg_.size / bs;
+  std::vector<uint8_t> model(cfg_.size, 0);
+  std::map<uint64_t, std::vector<uint8_t>> snapshots;  // seq -> image
+  std::map<uint64_t, int64_t> snapshot_time;
+  std::mt19937 rng(42);
+  auto v = OpenVolume();
+  snapshots[0] = model;
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < 300; ++i) {
+      uint64_t b = rng() % nblocks;
+      uint64_t n = 1 + rng() % std::min<uint64_t>(16, nblocks - b);
+      if (rng() % 10 == 0) {
+        ASSERT_TRUE(v->WriteZeroes(b * bs, n * bs, false).ok());
+        std::fill(model.begin() + b * bs, model.begin() + (b + n) * bs, 0);
+      } else {
+        auto d = Pattern(n * bs, rng());
+        ASSERT_TRUE(v->Write(b * bs, d, false).ok());
+        std::copy(d.begin(), d.end(), model.begin() + b * bs);
+      }
+      if (i % 37 == 0) {
+        ASSERT_TRUE(v->Flush().ok());
+        auto p = v->AddBookmark("bm-" + std::to_string(round) + "-" + std::to_string(i), 0);
+        ASSERT_TRUE(p.ok()) << p.status().ToString();
+        snapshots[p->seq] = model;
+        snapshot_time[p->seq] = p->ts_ns;
+      }
+    }
+    ASSERT_TRUE(v->Flush().ok());
+    if (round == 0) {
+      ASSERT_TRUE(v->Close().ok());
+      v.reset();
+      v = OpenVolume();
+      ASSERT_TRUE(v);
+    }
+  }
+  for (const auto& [seq, image] : snapshots) {
+    auto point = v->ResolvePoint("seq:" + std::to_string(seq));
+    ASSERT_TRUE(point.ok()) << point.status().ToString();
+    auto view = v->OpenView(*point, "");
+    ASSERT_TRUE(view.ok()) << view.status().ToString();
+    std::vector<uint8_t> got(cfg_.size);
+    ASSERT_TRUE((*view)->Read(0, got).ok());
+    EXPECT_TRUE(got == image) << "view at seq " << seq << " differs from model";
+  }
+  // Time-based and label-based resolution land on the bookmark's seq.
+  for (const auto& [seq, ts] : snapshot_time) {
+    auto p = v->ResolvePoint(FormatRfc3339(ts, true));
+    ASSERT_TRUE(p.ok());
+    EXPECT_GE(p->seq, seq);
+  }
+  auto latest = v->OpenView(v->cdp()->Latest(), "");
+  ASSERT_TRUE(latest.ok());
+  std::vector<uint8_t> got(cfg_.size);
+  ASSERT_TRUE((*latest)->Read(0, got).ok());
+  EXPECT_TRUE(got == model);
+}
+
+TEST_F(VolumeTest, OpenViewStaysStableWhileVolumeChanges) {
+  auto v = OpenVolume();
+  auto a = Pattern(65536, 7);
+  ASSERT_TRUE(v->Write(0, a, false).ok());
+  auto p = v->AddBookmark("a", 0);
+  ASSERT_TRUE(p.ok());
+  auto view = v->OpenView(*p, "");
+  ASSERT_TRUE(view.ok());
+  auto b = Pattern(65536, 8);
+  ASSERT_TRUE(v->Write(0, b, false).ok());
+  ASSERT_TRUE(v->Write(65536, b, false).ok());
+  ASSERT_TRUE(v->Drain().ok());
+  std::vector<uint8_t> got(131072);
+  ASSERT_TRUE((*view)->Read(0, got).ok());
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), got.begin()));
+  EXPECT_TRUE(std::all_of(got.begin() + 65536, got.end(), [](uint8_t c) { return c == 0; }));
+}
+
+TEST_F(VolumeTest, WritableViewNeverTouchesVolume) {
+  auto v = OpenVolume();
+  auto a = Pattern(8192, 9);
+  ASSERT_TRUE(v->Write(0, a, false).ok());
+  auto p = v->AddBookmark("a", 0);
+  auto view = v->OpenView(*p, (dir_ / "overlay").string());
+  ASSERT_TRUE(view.ok());
+  std::vector<uint8_t> junk(4096, 0xEE);
+  ASSERT_TRUE((*view)->Write(0, junk, false).ok());
+  std::vector<uint8_t> got(4096);
+  ASSERT_TRUE((*view)->Read(0, got).ok());
+  EXPECT_EQ(got, junk);
+  ASSERT_TRUE(v->Read(0, got).ok());
+  EXPECT_TRUE(std::equal(got.begin(), got.end(), a.begin()));
+}
+
+TEST_F(VolumeTest, RollbackRewindsAndCanBeUndone) {
+  auto v = OpenVolume();
+  auto a = Pattern(cfg_.size / 2, 10);
+  ASSERT_TRUE(v->Write(0, a, false).ok());
+  auto good = v->AddBookmark("good", 0);
+  ASSERT_TRUE(good.ok());
+  auto bad = Pattern(cfg_.size, 11);
+  ASSERT_TRUE(v->Write(0, bad, false).ok());
+  auto undo = v->Rollback(*good);
+  ASSERT_TRUE(undo.ok()) << undo.status().ToString();
+  std::vector<uint8_t> got(cfg_.size);
+  ASSERT_TRUE(v->Read(0, got).ok());
+  EXPECT_TRUE(std::equal(a.begin(), a.end(), got.begin()));
+  EXPECT_TRUE(std::all_of(got.begin() + a.size(), got.end(), [](uint8_t c) { return c == 0; }));
+  // Undo the rollback.
+  auto before = v->ResolvePoint(undo->label);
+  ASSERT_TRUE(before.ok());
+  ASSERT_TRUE(v->Rollback(*before).ok());
+  ASSERT_TRUE(v->Read(0, got).ok());
+  EXPECT_TRUE(got == bad);
+}
+
+TEST_F(VolumeTest, RetentionTrimsOldestAndReportsIt) {
+  cfg_.journal_bytes = 4ull << 20;  // 1 MiB segments
+  std::vector<std::string> events;
+  auto v = Volume::Open(cfg_, (dir_ / "state").string(),
+                        [&](const std::string& k, const std::string&) { events.push_back(k); });
+  ASSERT_TRUE(v.ok());
+  auto first = (*v)->AddBookmark("first", 0);
+  for (int i = 0; i < 40; ++i) {
+    auto d = Pattern(256 * 1024, i);
+    ASSERT_TRUE((*v)->Write((i % 16) * 256 * 1024, d, false).ok());
+  }
+  ASSERT_TRUE((*v)->Drain().ok());
+  ASSERT_TRUE((*v)->Close().ok());  // final checkpoint enforces retention
+  EXPECT_LE((*v)->cdp()->JournalBytes(), (5ull << 20));
+  EXPECT_GT((*v)->cdp()->Oldest().seq, first->seq);
+  auto old = (*v)->cdp()->ResolveSeq(first->seq);
+  ASSERT_FALSE(old.ok());
+  EXPECT_EQ(old.status().code(), StatusCode::kOutOfRange);
+  EXPECT_NE(old.status().message().find("oldest restorable point"), std::string::npos);
+  EXPECT_FALSE(events.empty());
+}
+
+TEST_F(VolumeTest, BlockPolicyRefusesWritesWhenJournalFullInsideRetention) {
+  cfg_.journal_bytes = 4ull << 20;
+  cfg_.retention_ns = 3600ll * 1'000'000'000;
+  cfg_.full_policy = cdp::FullPolicy::kBlock;
+  auto v = OpenVolume();
+  Status last;
+  for (int i = 0; i < 64 && last.ok(); ++i) {
+    auto d = Pattern(256 * 1024, i);
+    last = v->Write((i % 16) * 256 * 1024, d, false);
+    if (last.ok()) last = v->Drain();
+    if (i % 4 == 0) (void)v->AddBookmark("b" + std::to_string(i), 0);
+  }
+  // Retention is enforced at checkpoints (every second); wait for one.
+  for (int i = 0; i < 30 && last.ok(); ++i) {
+    usleep(100000);
+    auto d = Pattern(4096, i);
+    last = v->Write(0, d, false);
+  }
+  ASSERT_FALSE(last.ok());
+  EXPECT_EQ(last.code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(last.message().find("journal is full"), std::string::npos);
+}
+
+TEST_F(VolumeTest, BackingTooSmallIsAClearError) {
+  auto v = OpenVolume();
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  fs::resize_file(cfg_.backing, cfg_.size / 2);
+  auto r = Volume::Open(cfg_, (dir_ / "state").string(), nullptr);
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("backing"), std::string::npos);
+}
+
+TEST_F(VolumeTest, ChangeTrackerReportsChangedRegions) {
+  auto v = OpenVolume();
+  ASSERT_TRUE(v->tracker()->Create("base1", 0).ok());
+  auto d = Pattern(4096, 3);
+  ASSERT_TRUE(v->Write(1 << 20, d, false).ok());
+  ASSERT_TRUE(v->Drain().ok());
+  auto ch = v->tracker()->Changes("base1");
+  ASSERT_TRUE(ch.ok());
+  ASSERT_EQ(ch->size(), 1u);
+  EXPECT_EQ((*ch)[0].offset, 1u << 20);
+  EXPECT_EQ((*ch)[0].length, 65536u);
+  ASSERT_TRUE(v->Close().ok());
+  v.reset();
+  v = OpenVolume();
+  ch = v->tracker()->Changes("base1");
+  ASSERT_TRUE(ch.ok());
+  EXPECT_EQ(ch->size(), 1u);
+}
+
+}  // namespace
+}  // namespace continuum::volume
