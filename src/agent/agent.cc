@@ -1,0 +1,140 @@
+#include "continuum/agent/agent.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <unistd.h>
+
+#include <toml++/toml.h>
+
+#include <cstdio>
+
+#include "agent/routes.h"
+#include "agent/volume_manager_internal.h"
+#include "continuum/agent/event_log.h"
+#include "continuum/agent/volume_manager.h"
+#include "continuum/api/control_server.h"
+#include "continuum/common/log.h"
+#include "continuum/common/units.h"
+#include "continuum/io/file.h"
+
+#ifndef PR_SET_IO_FLUSHER
+#define PR_SET_IO_FLUSHER 57
+#endif
+
+namespace continuum::agent {
+namespace {
+
+Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* mopts, bool state_dir_set,
+                  bool control_set) {
+  toml::table tbl;
+  try {
+    tbl = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    return InvalidArgument("config " + path + ": " + std::string(e.description()) + " at line " +
+                           std::to_string(e.source().begin.line));
+  }
+  if (!state_dir_set) opts->state_dir = tbl["state_dir"].value_or(opts->state_dir);
+  if (!control_set) opts->control = tbl["control"].value_or(opts->control);
+  opts->control_group = tbl["control_group"].value_or(opts->control_group);
+  opts->log_level = tbl["log_level"].value_or(opts->log_level);
+  if (auto d = tbl["defaults"].as_table()) {
+    if (auto v = (*d)["journal_size"].value<std::string>()) {
+      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_journal_bytes, ParseSize(*v));
+    }
+    if (auto v = (*d)["retention"].value<std::string>()) {
+      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_retention_ns, ParseDuration(*v));
+    }
+    if (auto v = (*d)["cache_size"].value<std::string>()) {
+      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_cache_bytes, ParseSize(*v));
+    }
+  }
+  if (auto h = tbl["hooks"].as_table()) {
+    for (auto& [vol, val] : *h) {
+      if (auto t = val.as_table()) {
+        mopts->hooks[std::string(vol.str())] = {(*t)["pre"].value_or(std::string()),
+                                                (*t)["post"].value_or(std::string())};
+      }
+    }
+  }
+  return Status::Ok();
+}
+
+}  // namespace
+
+int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
+  auto log = Logger("agent");
+  ManagerOptions mopts;
+  if (!opts.config_path.empty()) {
+    Status st = LoadConfig(opts.config_path, &opts, &mopts, state_dir_set, control_set);
+    if (!st.ok()) {
+      std::fprintf(stderr, "error: %s\n", st.message().c_str());
+      return 2;
+    }
+  }
+  SetLogLevel(opts.log_level);
+  mopts.state_dir = opts.state_dir;
+
+  // Every thread inherits this mask; the main thread takes the signals with sigwait.
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+
+  // A daemon that serves block devices must not wait on its own devices for
+  // memory reclaim: mark it an I/O flusher and keep its pages resident.
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) log->warn("PR_SET_IO_FLUSHER failed: {}", strerror(errno));
+  if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) log->warn("mlockall failed: {}", strerror(errno));
+
+  Status st = io::MakeDirs(opts.state_dir, 0700);
+  if (!st.ok()) {
+    std::fprintf(stderr, "error: %s\n", st.message().c_str());
+    return 1;
+  }
+  std::string lock_path = opts.state_dir + "/agent.lock";
+  int lock_fd = ::open(lock_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+    std::fprintf(stderr, "error: another continuum agent is using state directory %s\n", opts.state_dir.c_str());
+    return 1;
+  }
+  std::string pid = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(lock_fd, 0) == 0) (void)!::pwrite(lock_fd, pid.data(), pid.size(), 0);
+
+  EventLog events(opts.state_dir + "/events.jsonl");
+  auto manager = VolumeManager::Start(mopts, &events);
+  if (!manager.ok()) {
+    std::fprintf(stderr, "error: %s\n", manager.status().message().c_str());
+    return 1;
+  }
+  api::Router router;
+  RegisterRoutes(&router, manager->get(), &events);
+  auto server = api::ControlServer::Start(
+      {.socket_path = opts.control, .group = opts.control_group, .threads = 8}, std::move(router));
+  if (!server.ok()) {
+    std::fprintf(stderr, "error: %s\n", server.status().message().c_str());
+    (*manager)->Shutdown();
+    return 1;
+  }
+  events.Add("", "agent_started", "state " + opts.state_dir + ", control " + opts.control);
+  log->info("continuum agent ready: state {} control {}", opts.state_dir, opts.control);
+
+  int sig = 0;
+  for (;;) {
+    sigwait(&set, &sig);
+    if (sig == SIGHUP) continue;
+    break;
+  }
+  log->info("signal {}: shutting down", sig);
+  (*server)->Stop();
+  (*manager)->Shutdown();
+  events.Add("", "agent_stopped", "clean shutdown");
+  ::close(lock_fd);
+  return 0;
+}
+
+}  // namespace continuum::agent

@@ -1,0 +1,45 @@
+#pragma once
+
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "continuum/agent/volume_manager.h"
+
+namespace continuum::agent {
+
+struct VolumeManager::Managed {
+  std::mutex op_mu;  // serializes up/down/rollback/restore of this volume
+  volume::VolumeConfig cfg;
+  bool desired_up = false;
+  std::vector<Schedule> schedules;
+  uint64_t next_schedule_id = 1;
+  std::vector<std::string> exports;
+  // Guarded by op_mu for writes; read under the manager's mu_ for status.
+  std::shared_ptr<volume::Volume> volume;  // null when it failed to open
+  std::string error;
+  std::unique_ptr<io::LoopDevice> loop;
+  std::string device;  // loop->path() while up
+};
+
+struct VolumeManager::View {
+  std::string id;
+  std::string volume;
+  std::string device;
+  std::string overlay;
+  cdp::Point point;
+  bool writable = false;
+  std::shared_ptr<volume::VolumeView> view;
+  std::unique_ptr<io::LoopDevice> loop;
+};
+
+std::string FullPolicyName(cdp::FullPolicy p);
+nlohmann::json PointJson(const cdp::Point& p);
+std::string FuseVolumeFile(const std::string& name);
+std::string FuseViewFile(const std::string& id);
+Status ValidateVolumeName(const std::string& name);
+Status ValidateLabel(const std::string& label);
+
+}  // namespace continuum::agent

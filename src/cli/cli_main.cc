@@ -1,0 +1,351 @@
+#include "cli/cli_main.h"
+
+#include <CLI/CLI.hpp>
+
+#include <cstdlib>
+#include <functional>
+#include <iostream>
+
+#include "cli/output.h"
+#include "continuum/agent/agent.h"
+#include "continuum/api/control_client.h"
+#include "continuum/common/units.h"
+
+namespace continuum::cli {
+namespace {
+
+constexpr const char* kDefaultControl = "/run/continuum/agent.sock";
+
+struct Globals {
+  std::string control;
+  bool json = false;
+};
+
+std::string ResolveControl(const Globals& g) {
+  if (!g.control.empty()) return g.control;
+  if (const char* env = std::getenv("CONTINUUM_CONTROL"); env && *env) return env;
+  return kDefaultControl;
+}
+
+// Runs one API call and prints the result: `human` for people, JSON with --json.
+int Call(const Globals& g, const std::string& method, const std::string& path, const nlohmann::json* body,
+         const std::function<void(const nlohmann::json&)>& human) {
+  std::string control = ResolveControl(g);
+  auto client = api::ControlClient::ForSocket(control);
+  auto r = client.Call(method, path, body);
+  if (!r.ok()) return PrintError(r.status(), g.json, control);
+  if (g.json) {
+    PrintJson(*r);
+  } else {
+    human(*r);
+  }
+  return 0;
+}
+
+std::string Esc(const std::string& s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      char buf[4];
+      std::snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+int CliMain(int argc, char** argv) {
+  CLI::App app{"Continuum: continuous data protection, replication and backup for Linux servers"};
+  app.set_version_flag("--version", "continuum 0.1.0");
+  app.require_subcommand(1);
+  // Global options (--control, --json) are accepted after any subcommand too.
+  app.fallthrough();
+  Globals g;
+  app.add_option("--control", g.control,
+                 "daemon control socket (default: $CONTINUUM_CONTROL, then /run/continuum/agent.sock)");
+  app.add_flag("--json", g.json, "machine-readable JSON output");
+  std::function<int()> action;
+  int parse_error_code = 0;
+
+  // --- agent ---
+  agent::AgentOptions aopts;
+  auto* agent_cmd = app.add_subcommand("agent", "run the agent daemon in the foreground");
+  auto* sd = agent_cmd->add_option("--state-dir", aopts.state_dir, "state directory (volumes, journals)")
+                 ->capture_default_str();
+  auto* ctl = agent_cmd->add_option("--control", aopts.control, "control socket path")->capture_default_str();
+  agent_cmd->add_option("--config", aopts.config_path, "TOML configuration file");
+  agent_cmd->add_option("--control-group", aopts.control_group, "group allowed to use the control socket");
+  agent_cmd->add_option("--log-level", aopts.log_level, "debug, info, warn or error")->capture_default_str();
+  agent_cmd->callback([&] {
+    action = [&, sd, ctl] { return agent::RunAgent(aopts, sd->count() > 0, ctl->count() > 0); };
+  });
+
+  // --- volume ---
+  auto* vol = app.add_subcommand("volume", "protected volumes")->require_subcommand(1);
+  struct {
+    std::string name, backing, size, journal, retention, on_full, cache, nbd, to, at;
+    bool no_cdp = false, force = false;
+  } v;
+  auto* create = vol->add_subcommand("create", "create a protected volume on a block device or file");
+  create->add_option("NAME", v.name, "volume name")->required();
+  create->add_option("--backing", v.backing, "block device or file (a file is created sparse with --size)")->required();
+  create->add_option("--size", v.size, "volume size (K/M/G/T); default: size of the backing");
+  create->add_option("--journal-size", v.journal, "CDP journal size limit (default 1G)");
+  create->add_option("--retention", v.retention, "how long points are kept (s/m/h/d, default 7d)");
+  create->add_option("--on-full", v.on_full, "when the journal is full inside retention: trim (default) or block");
+  create->add_option("--cache-size", v.cache, "memory for writes not yet applied (default 128M)");
+  create->add_flag("--no-cdp", v.no_cdp, "capture only: no undo journal (no rollback or views)");
+  create->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"name", v.name}, {"backing", v.backing}, {"cdp", !v.no_cdp}};
+      for (auto [text, key] : {std::pair{&v.size, "size"}, {&v.journal, "journal_size"}, {&v.cache, "cache_size"}}) {
+        if (text->empty()) continue;
+        auto n = ParseSize(*text);
+        if (!n.ok()) return PrintError(n.status(), g.json, "");
+        body[key] = *n;
+      }
+      if (!v.retention.empty()) {
+        auto d = ParseDuration(v.retention);
+        if (!d.ok()) return PrintError(d.status(), g.json, "");
+        body["retention_ns"] = *d;
+      }
+      if (!v.on_full.empty()) body["on_full"] = v.on_full;
+      return Call(g, "POST", "/v1/volumes", &body, [](const nlohmann::json& j) {
+        std::cout << "created volume " << j["name"].get<std::string>() << " ("
+                  << FormatSize(j["size"].get<uint64_t>()) << " on " << j["backing"].get<std::string>() << ")\n";
+      });
+    };
+  });
+  auto* up = vol->add_subcommand("up", "expose the volume as a block device and print its path");
+  up->add_option("NAME", v.name)->required();
+  up->callback([&] {
+    action = [&] {
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/up", nullptr,
+                  [](const nlohmann::json& j) { std::cout << j["device"].get<std::string>() << "\n"; });
+    };
+  });
+  auto* down = vol->add_subcommand("down", "flush and detach the volume's block device");
+  down->add_option("NAME", v.name)->required();
+  down->callback([&] {
+    action = [&] {
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/down", nullptr,
+                  [&](const nlohmann::json&) { std::cout << "volume " << v.name << " is down\n"; });
+    };
+  });
+  auto* status = vol->add_subcommand("status", "show volumes (all, or one in detail)");
+  status->add_option("NAME", v.name);
+  status->callback([&] {
+    action = [&] {
+      if (v.name.empty()) return Call(g, "GET", "/v1/volumes", nullptr, PrintVolumeStatus);
+      return Call(g, "GET", "/v1/volumes/" + Esc(v.name), nullptr, PrintVolumeDetail);
+    };
+  });
+  auto* del = vol->add_subcommand("delete", "forget a volume and its journal (the backing is kept)");
+  del->add_option("NAME", v.name)->required();
+  del->callback([&] {
+    action = [&] {
+      return Call(g, "DELETE", "/v1/volumes/" + Esc(v.name), nullptr,
+                  [&](const nlohmann::json&) { std::cout << "deleted volume " << v.name << "\n"; });
+    };
+  });
+  auto* exp = vol->add_subcommand("export", "export the live volume over NBD");
+  exp->add_option("NAME", v.name)->required();
+  exp->add_option("--nbd", v.nbd, "unix:PATH or HOST:PORT")->required();
+  exp->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"nbd", v.nbd}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/export", &body, [](const nlohmann::json& j) {
+        std::cout << "exporting '" << j["export"].get<std::string>() << "' at " << j["address"].get<std::string>() << "\n";
+      });
+    };
+  });
+  auto* rb = vol->add_subcommand("rollback", "rewind the volume in place to a point (volume must be down)");
+  rb->add_option("NAME", v.name)->required();
+  rb->add_option("--to", v.to, "POINT: RFC 3339 time, bookmark label or seq:N")->required();
+  rb->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"to", v.to}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/rollback", &body, [&](const nlohmann::json& j) {
+        std::cout << "volume " << v.name << " rolled back to " << j["point"]["time"].get<std::string>()
+                  << " (seq:" << j["point"]["seq"] << ")\nto undo: continuum volume rollback " << v.name
+                  << " --to " << j["undo_bookmark"].get<std::string>() << "\n";
+      });
+    };
+  });
+  auto* rs = vol->add_subcommand("restore", "write the image as of a point to a file or device");
+  rs->add_option("NAME", v.name)->required();
+  rs->add_option("--at", v.at, "POINT: RFC 3339 time, bookmark label or seq:N")->required();
+  rs->add_option("--to", v.to, "destination file or block device")->required();
+  rs->add_flag("--force", v.force, "overwrite an existing non-empty file");
+  rs->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"at", v.at}, {"to", v.to}, {"force", v.force}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/restore", &body, [](const nlohmann::json& j) {
+        std::cout << "restored " << FormatSize(j["bytes"].get<uint64_t>()) << " as of "
+                  << j["point"]["time"].get<std::string>() << " (seq:" << j["point"]["seq"] << ") to "
+                  << j["to"].get<std::string>() << " in " << j["seconds"].get<double>() << " s\n";
+      });
+    };
+  });
+
+  // --- bookmark ---
+  auto* bm = app.add_subcommand("bookmark", "bookmarks: named exact points in a volume's timeline")->require_subcommand(1);
+  struct {
+    std::string name, label, every, daily;
+    bool consistent = false;
+    uint64_t id = 0;
+  } b;
+  auto* badd = bm->add_subcommand("add", "mark the current point");
+  badd->add_option("NAME", b.name)->required();
+  badd->add_option("LABEL", b.label)->required();
+  badd->add_flag("--consistent", b.consistent, "freeze the mounted filesystem (or run hooks) for the marker");
+  badd->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"label", b.label}, {"consistent", b.consistent}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(b.name) + "/bookmarks", &body, [](const nlohmann::json& j) {
+        std::cout << "bookmark " << j["label"].get<std::string>() << " at " << j["point"]["time"].get<std::string>()
+                  << " (seq:" << j["point"]["seq"] << ")" << (j["consistent"].get<bool>() ? " consistent" : "") << "\n";
+      });
+    };
+  });
+  auto* blist = bm->add_subcommand("list", "list bookmarks");
+  blist->add_option("NAME", b.name)->required();
+  blist->callback([&] {
+    action = [&] { return Call(g, "GET", "/v1/volumes/" + Esc(b.name) + "/bookmarks", nullptr, PrintBookmarks); };
+  });
+  auto* bsched = bm->add_subcommand("schedule", "add bookmarks automatically");
+  bsched->add_option("NAME", b.name)->required();
+  auto* every = bsched->add_option("--every", b.every, "interval (s/m/h/d)");
+  auto* daily = bsched->add_option("--daily", b.daily, "time of day HH:MM (local time)");
+  every->excludes(daily);
+  bsched->add_flag("--consistent", b.consistent, "application-consistent bookmarks");
+  bsched->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"consistent", b.consistent}};
+      if (!b.every.empty()) {
+        auto d = ParseDuration(b.every);
+        if (!d.ok()) return PrintError(d.status(), g.json, "");
+        body["every_ns"] = *d;
+      }
+      if (!b.daily.empty()) body["daily"] = b.daily;
+      if (b.every.empty() && b.daily.empty()) {
+        return PrintError(InvalidArgument("give --every DURATION or --daily HH:MM"), g.json, "");
+      }
+      return Call(g, "POST", "/v1/volumes/" + Esc(b.name) + "/schedules", &body, [&](const nlohmann::json& j) {
+        std::cout << "schedule " << j["id"] << " added for volume " << b.name << "\n";
+      });
+    };
+  });
+  auto* bscheds = bm->add_subcommand("schedules", "list bookmark schedules");
+  bscheds->add_option("NAME", b.name)->required();
+  bscheds->callback([&] {
+    action = [&] {
+      return Call(g, "GET", "/v1/volumes/" + Esc(b.name) + "/schedules", nullptr,
+                  [](const nlohmann::json& j) { std::cout << j.dump(2) << "\n"; });
+    };
+  });
+  auto* bunsched = bm->add_subcommand("unschedule", "remove a bookmark schedule");
+  bunsched->add_option("NAME", b.name)->required();
+  bunsched->add_option("ID", b.id)->required();
+  bunsched->callback([&] {
+    action = [&] {
+      return Call(g, "DELETE", "/v1/volumes/" + Esc(b.name) + "/schedules/" + std::to_string(b.id), nullptr,
+                  [&](const nlohmann::json&) { std::cout << "schedule " << b.id << " removed\n"; });
+    };
+  });
+
+  // --- view ---
+  auto* view = app.add_subcommand("view", "point-in-time views as block devices")->require_subcommand(1);
+  struct {
+    std::string name, at, device;
+    bool writable = false;
+  } w;
+  auto* vopen = view->add_subcommand("open", "open a view of a volume at a point; prints its device");
+  vopen->add_option("NAME", w.name)->required();
+  vopen->add_option("--at", w.at, "POINT: RFC 3339 time, bookmark label or seq:N")->required();
+  vopen->add_flag("--writable", w.writable, "writes go to a scratch overlay, never to the volume");
+  vopen->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"at", w.at}, {"writable", w.writable}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(w.name) + "/views", &body,
+                  [](const nlohmann::json& j) { std::cout << j["device"].get<std::string>() << "\n"; });
+    };
+  });
+  auto* vclose = view->add_subcommand("close", "close a view");
+  vclose->add_option("DEVICE", w.device, "the view's device (or id)")->required();
+  vclose->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"device", w.device}};
+      return Call(g, "POST", "/v1/views/close", &body,
+                  [&](const nlohmann::json&) { std::cout << "closed " << w.device << "\n"; });
+    };
+  });
+  auto* vlist = view->add_subcommand("list", "list open views");
+  vlist->callback([&] { action = [&] { return Call(g, "GET", "/v1/views", nullptr, PrintViews); }; });
+
+  // --- bitmap ---
+  auto* bmp = app.add_subcommand("bitmap", "changed-block bitmaps (what changed since a base)")->require_subcommand(1);
+  struct {
+    std::string name, base;
+  } c;
+  auto* bcreate = bmp->add_subcommand("create", "start tracking changes from now");
+  bcreate->add_option("NAME", c.name)->required();
+  bcreate->add_option("BASE", c.base)->required();
+  bcreate->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"base", c.base}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(c.name) + "/bitmaps", &body, [](const nlohmann::json& j) {
+        std::cout << "bitmap " << j["base"].get<std::string>() << " starts at seq:" << j["base_seq"] << "\n";
+      });
+    };
+  });
+  auto* bshow = bmp->add_subcommand("show", "list regions changed since the base");
+  bshow->add_option("NAME", c.name)->required();
+  bshow->add_option("BASE", c.base)->required();
+  bshow->callback([&] {
+    action = [&] {
+      return Call(g, "GET", "/v1/volumes/" + Esc(c.name) + "/bitmaps/" + Esc(c.base), nullptr,
+                  [](const nlohmann::json& j) {
+                    std::cout << FormatSize(j["changed_bytes"].get<uint64_t>()) << " changed in "
+                              << j["extents"].size() << " extents since seq:" << j["base_seq"] << "\n";
+                    for (const auto& e : j["extents"]) std::cout << "  " << e["offset"] << " +" << e["length"] << "\n";
+                  });
+    };
+  });
+  auto* bdel = bmp->add_subcommand("delete", "stop tracking and remove the bitmap");
+  bdel->add_option("NAME", c.name)->required();
+  bdel->add_option("BASE", c.base)->required();
+  bdel->callback([&] {
+    action = [&] {
+      return Call(g, "DELETE", "/v1/volumes/" + Esc(c.name) + "/bitmaps/" + Esc(c.base), nullptr,
+                  [&](const nlohmann::json&) { std::cout << "deleted bitmap " << c.base << "\n"; });
+    };
+  });
+
+  // --- events ---
+  std::string ev_volume;
+  auto* ev = app.add_subcommand("events", "recent events (state changes, trims, failures)");
+  ev->add_option("--volume", ev_volume, "only this volume");
+  ev->callback([&] {
+    action = [&] {
+      std::string path = "/v1/events";
+      if (!ev_volume.empty()) path += "?volume=" + Esc(ev_volume);
+      return Call(g, "GET", path, nullptr, PrintEvents);
+    };
+  });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    parse_error_code = app.exit(e);
+    return parse_error_code == 0 ? 0 : kExitUsage;
+  }
+  if (!action) return kExitUsage;
+  return action();
+}
+
+}  // namespace continuum::cli

@@ -1,0 +1,79 @@
+#include "continuum/io/freeze.h"
+
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <sstream>
+
+namespace continuum::io {
+
+Result<std::string> MountPointOf(const std::string& dev_path) {
+  struct stat st;
+  if (::stat(dev_path.c_str(), &st) != 0) return PosixError("stat " + dev_path, errno);
+  std::string want = std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream ss(line);
+    std::string id, parent, devno, root, mount_point;
+    ss >> id >> parent >> devno >> root >> mount_point;
+    if (devno == want) {
+      // mountinfo escapes spaces as \040.
+      std::string out;
+      for (size_t i = 0; i < mount_point.size(); ++i) {
+        if (mount_point[i] == '\\' && i + 3 < mount_point.size()) {
+          out.push_back(static_cast<char>(std::stoi(mount_point.substr(i + 1, 3), nullptr, 8)));
+          i += 3;
+        } else {
+          out.push_back(mount_point[i]);
+        }
+      }
+      return out;
+    }
+  }
+  return std::string();
+}
+
+static Status FreezeIoctl(const std::string& mount_point, unsigned long req, const char* what) {
+  int fd = ::open(mount_point.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return PosixError(std::string(what) + " " + mount_point, errno);
+  int rc = ::ioctl(fd, req, 0);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) return PosixError(std::string(what) + " " + mount_point, err);
+  return Status::Ok();
+}
+
+Status FreezeFilesystem(const std::string& mount_point) {
+  return FreezeIoctl(mount_point, FIFREEZE, "freeze filesystem at");
+}
+
+Status ThawFilesystem(const std::string& mount_point) {
+  return FreezeIoctl(mount_point, FITHAW, "thaw filesystem at");
+}
+
+Status RunHook(const std::string& command, const std::string& what) {
+  pid_t pid = ::fork();
+  if (pid < 0) return PosixError("fork for " + what, errno);
+  if (pid == 0) {
+    ::execl("/bin/sh", "sh", "-c", command.c_str(), static_cast<char*>(nullptr));
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0) {
+    if (errno != EINTR) return PosixError("wait for " + what, errno);
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    return FailedPrecondition(what + " '" + command + "' failed (exit status " +
+                              std::to_string(WIFEXITED(status) ? WEXITSTATUS(status) : -1) + ")");
+  }
+  return Status::Ok();
+}
+
+}  // namespace continuum::io
