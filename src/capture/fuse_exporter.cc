@@ -54,7 +54,9 @@ bool IsDeadConnection(int err) { return err == ENOTCONN || err == ECONNABORTED; 
 Status PrepareMountpoint(const std::string& mp) {
   auto log = Logger("fuse");
   struct stat st;
-  for (int i = 0; ::stat(mp.c_str(), &st) != 0; ++i) {
+  struct statfs probe;
+  // stat() of a dead FUSE root can be answered from cache; statfs() cannot.
+  for (int i = 0; ::stat(mp.c_str(), &st) != 0 || ::statfs(mp.c_str(), &probe) != 0; ++i) {
     int err = errno;
     if (err == ENOENT) break;
     if (!IsDeadConnection(err) || i >= kMaxStaleUnmounts) return PosixError("stat " + mp, err);
