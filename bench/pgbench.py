@@ -1,0 +1,172 @@
+#!/usr/bin/python3
+"""PostgreSQL 15 pgbench TPS on ext4 over a Continuum CDP volume vs a plain loop.
+
+  (a) plain : ext4 on losetup --direct-io=on over a sparse file (baseline)
+  (b) cdp   : ext4 on a Continuum volume with the CDP undo journal
+
+For each: mkfs.ext4, mount, initdb (as postgres), pg_ctl start on a private
+unix socket dir and a non-default port, pgbench -i -s SCALE, then TPC-B
+(pgbench -c 4 -j 2 -T DURATION). Target: cdp TPS >= 0.7x plain.
+"""
+import argparse
+import json
+import os
+import re
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import benchlib as B  # noqa: E402
+
+PGBIN = "/usr/lib/postgresql/15/bin"
+TARGET = 0.7
+
+
+def as_pg(cmd, **kw):
+    return B.run(["runuser", "-u", "postgres", "--"] + cmd, **kw)
+
+
+def pg_cycle(cleanup, dev, work, args, tag):
+    """mkfs + mount + initdb + start + pgbench on `dev`; returns figures."""
+    mnt = os.path.join(work, f"mnt-{tag}")
+    sockdir = os.path.join(work, f"sock-{tag}")
+    os.makedirs(sockdir)
+    os.chown(sockdir, *pg_ids())
+    B.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard,lazy_itable_init=0,lazy_journal_init=0", dev], timeout=600)
+    B.mount(cleanup, dev, mnt)
+    data = os.path.join(mnt, "pgdata")
+    os.makedirs(data)
+    os.chown(data, *pg_ids())
+    os.chmod(data, 0o700)
+    as_pg([f"{PGBIN}/initdb", "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C"],
+          timeout=300)
+    logfile = os.path.join(sockdir, "postgres.log")
+    opts = f"-p {args.port} -k {sockdir} -c listen_addresses=''"
+    as_pg([f"{PGBIN}/pg_ctl", "-D", data, "-l", logfile, "-o", opts, "-w", "-t", "120", "start"],
+          timeout=180, start_new_session=True)
+    cleanup.push(f"stop postgres ({tag})", lambda: pg_stop(data, logfile))
+    conn = ["-h", sockdir, "-p", str(args.port), "-U", "postgres"]
+    t0 = time.time()
+    as_pg([f"{PGBIN}/pgbench", "-i", "-s", str(args.scale), "-q"] + conn + ["postgres"], timeout=1800)
+    init_s = time.time() - t0
+    as_pg([f"{PGBIN}/psql", "-q", "-c", "CHECKPOINT"] + conn + ["postgres"], timeout=600)
+    p = as_pg([f"{PGBIN}/pgbench", "-c", str(args.clients), "-j", str(args.threads), "-T", str(args.time),
+               "-P", "10"] + conn + ["postgres"], timeout=args.time * 4 + 300)
+    m = re.search(r"tps = ([\d.]+) \(without initial connection time\)", p.stdout)
+    lat = re.search(r"latency average = ([\d.]+) ms", p.stdout)
+    tx = re.search(r"number of transactions actually processed: (\d+)", p.stdout)
+    if not m:
+        raise B.BenchError(f"cannot parse pgbench output:\n{p.stdout}\n{p.stderr}")
+    for line in p.stderr.splitlines():
+        if line.startswith("progress:"):
+            B.log(f"  {tag}: {line}")
+    return {"tps": float(m.group(1)), "latency_ms": float(lat.group(1)) if lat else 0.0,
+            "transactions": int(tx.group(1)) if tx else 0, "init_s": init_s}
+
+
+def pg_ids():
+    import pwd
+    pw = pwd.getpwnam("postgres")
+    return pw.pw_uid, pw.pw_gid
+
+
+def pg_stop(data, logfile):
+    if not os.path.exists(os.path.join(data, "postmaster.pid")):
+        return
+    r = as_pg([f"{PGBIN}/pg_ctl", "-D", data, "-m", "fast", "-w", "-t", "120", "stop"], check=False, timeout=180)
+    if r.returncode != 0:
+        as_pg([f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], check=False, timeout=60)
+
+
+def bench_plain(work, args, size):
+    sub = B.Cleanup()
+    img = os.path.join(work, "plain.img")
+    try:
+        B.make_sparse(img, size)
+        dev = B.loop_attach(sub, img, direct_io=True)
+        return pg_cycle(sub, dev, work, args, "plain")
+    finally:
+        sub.run_all()
+        if os.path.exists(img):
+            os.unlink(img)
+
+
+def bench_cdp(work, args, binary, problems):
+    sub = B.Cleanup()
+    img = os.path.join(work, "cdp.img")
+    agent = None
+    try:
+        agent = B.Agent(binary, work, sub, tag="agent-cdp").start()
+        dev = agent.create_up(sub, "pg", img, args.size, ["--journal-size", args.journal_size])
+        r = pg_cycle(sub, dev, work, args, "cdp")
+        st = agent.status("pg")
+        r.update({"journal_bytes": st.get("journal_bytes", 0), "bytes_written": st.get("bytes_written", 0),
+                  "rss": agent.mem().get("rss", 0), "rss_hwm": agent.mem().get("hwm", 0),
+                  "state": st.get("state")})
+        return r
+    finally:
+        sub.run_all()
+        if agent:
+            problems += agent.problems()
+        if os.path.exists(img):
+            os.unlink(img)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", default="4G", help="device size (default 4G)")
+    ap.add_argument("--journal-size", default="2G", help="CDP journal size (default 2G)")
+    ap.add_argument("--scale", type=int, default=20, help="pgbench -s (default 20)")
+    ap.add_argument("--clients", type=int, default=4, help="pgbench -c (default 4)")
+    ap.add_argument("--threads", type=int, default=2, help="pgbench -j (default 2)")
+    ap.add_argument("--time", type=int, default=30, help="pgbench -T seconds (default 30)")
+    ap.add_argument("--port", type=int, default=55432, help="postgres port (default 55432)")
+    ap.add_argument("--dir", default="/var/tmp/continuum-bench", help="directory for backing files and state")
+    ap.add_argument("--bin", help="continuum binary (default build-bench/continuum or $CONTINUUM_BIN)")
+    ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                    help="write results as JSON to FILE (or stdout with no FILE, instead of the table)")
+    args = ap.parse_args()
+
+    def body(cleanup):
+        B.require_root_and_tools("losetup", "mkfs.ext4", "runuser", f"{PGBIN}/pg_ctl", f"{PGBIN}/pgbench")
+        binary = B.find_binary(args.bin)
+        size = B.parse_size(args.size)
+        work = B.make_run_dir(args.dir, cleanup, "pg-")
+        problems = []
+        B.log("(a) postgres on ext4 on a plain loop device")
+        plain = bench_plain(work, args, size)
+        B.log("(b) postgres on ext4 on a continuum CDP volume")
+        cdp = bench_cdp(work, args, binary, problems)
+        ratio = cdp["tps"] / plain["tps"] if plain["tps"] else 0.0
+        data = {"size": args.size, "scale": args.scale, "clients": args.clients, "threads": args.threads,
+                "time": args.time, "plain": plain, "cdp": cdp, "ratio": ratio, "target": TARGET,
+                "agent_problems": problems}
+        if args.json:
+            text = json.dumps(data, indent=2)
+            if args.json == "-":
+                print(text)
+                return
+            with open(args.json, "w") as f:
+                f.write(text + "\n")
+        rows = []
+        for tag, r in (("plain loop", plain), ("continuum cdp", cdp)):
+            base = tag == "plain loop"
+            rows.append([tag, f"{r['tps']:.1f}", f"{r['latency_ms']:.2f}", r["transactions"], f"{r['init_s']:.1f}",
+                         f"{plain['init_s'] / r['init_s']:.2f}" if r["init_s"] else "",
+                         "1.00 (base)" if base else f"{ratio:.2f}", "" if base else f">= {TARGET}",
+                         "" if base else B.verdict(ratio, TARGET)])
+        print(B.table(["config", "TPS", "lat avg ms", "transactions", "init s", "init speed ratio",
+                       "TPS ratio", "target", "verdict"], rows,
+                      title=f"== pgbench: scale {args.scale}, -c {args.clients} -j {args.threads} -T {args.time}, "
+                            f"{args.size} device, ext4 =="))
+        print(f"\ncdp volume after run: journal {B.mib(cdp['journal_bytes'])}, "
+              f"{B.mib(cdp['bytes_written'])} written, state {cdp['state']}, "
+              f"agent RSS {B.mib(cdp['rss'])} (VmHWM {B.mib(cdp['rss_hwm'])})")
+        print("\n== agent warnings/errors/events ==")
+        print("\n".join(problems) if problems else "(none)")
+
+    return B.main_wrapper(body)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
