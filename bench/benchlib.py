@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import traceback
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_BIN = os.path.join(REPO, "build-bench", "continuum")
@@ -20,20 +21,15 @@ MiB = 1 << 20
 
 
 class BenchError(Exception):
-    pass
+    """A failure with a message for the user."""
 
 
 class Interrupted(BaseException):
-    pass
+    """SIGTERM/SIGHUP: unwinds like Ctrl-C so every `finally` cleans up."""
 
 
 def _on_signal(signum, _frame):
     raise Interrupted(f"signal {signal.Signals(signum).name}")
-
-
-def install_signal_handlers():
-    for s in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(s, _on_signal)
 
 
 def log(msg):
@@ -41,22 +37,18 @@ def log(msg):
 
 
 def parse_size(text):
-    m = re.fullmatch(r"(\d+)([KMGT]?)(i?B?)?", text.strip(), re.I)
-    if not m:
+    if not (m := re.fullmatch(r"(\d+)([KMGT]?)(i?B?)?", text.strip(), re.I)):
         raise BenchError(f"bad size '{text}' (use e.g. 512M, 4G)")
     return int(m.group(1)) << {"": 0, "K": 10, "M": 20, "G": 30, "T": 40}[m.group(2).upper()]
 
 
 def run(cmd, check=True, timeout=600, quiet=False, **kw):
     """Runs cmd (list); returns CompletedProcess with text output."""
-    if not quiet:
-        log("$ " + " ".join(cmd))
+    quiet or log("$ " + " ".join(cmd))
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"timed out after {timeout}s: {' '.join(cmd)}")
-    except FileNotFoundError:
-        raise BenchError(f"command not found: {cmd[0]}")
+    except (subprocess.TimeoutExpired, FileNotFoundError) as e:
+        raise BenchError(f"{' '.join(cmd)}: {e}")
     if check and p.returncode != 0:
         raise BenchError(f"command failed (exit {p.returncode}): {' '.join(cmd)}\n"
                          f"{(p.stderr or p.stdout).strip()[-2000:]}")
@@ -73,8 +65,8 @@ class Cleanup:
         self.steps.append((desc, fn))
 
     def run_all(self):
-        # A second Ctrl-C during cleanup must not abort the remaining steps.
-        old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        # A second Ctrl-C or SIGTERM during cleanup must not abort the remaining steps.
+        old = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while self.steps:
                 desc, fn = self.steps.pop()
@@ -83,15 +75,15 @@ class Cleanup:
                 except BaseException as e:  # noqa: BLE001 - keep cleaning
                     log(f"cleanup: {desc} failed: {e}")
         finally:
-            signal.signal(signal.SIGINT, old)
+            for s, h in old.items():
+                signal.signal(s, h)
 
 
 def require_root_and_tools(*tools):
     if os.geteuid() != 0:
         raise BenchError("run as root (needs losetup, mount and FUSE)")
-    for t in tools:
-        if shutil.which(t) is None and not os.path.exists(t):
-            raise BenchError(f"required tool not found: {t}")
+    if missing := [t for t in tools if shutil.which(t) is None]:
+        raise BenchError(f"required tools not found: {' '.join(missing)}")
 
 
 def find_binary(path):
@@ -102,6 +94,14 @@ def find_binary(path):
                          f"cmake --build {REPO}/build-bench --target continuum -j2\n"
                          f"or pass --bin / set CONTINUUM_BIN")
     return os.path.abspath(path)
+
+
+def read_lines(path):
+    try:
+        with open(path) as f:
+            return f.readlines()
+    except OSError:
+        return []
 
 
 def make_run_dir(base, cleanup, prefix):
@@ -117,24 +117,30 @@ def make_sparse(path, size):
         f.truncate(size)
 
 
-# ---------------------------------------------------------------- loop devices
+def make_filled(path, size):
+    """A fully allocated file of non-zero (random) data, written directly with
+    fio: overwrites then have real old data, so the undo journal stores real
+    before-images instead of zero-extent markers."""
+    make_sparse(path, size)
+    fio(path, "prefill", ["--rw=write", "--bs=1M", "--iodepth=8", f"--size={size}", "--refill_buffers"])
+
+
 def loop_attach(cleanup, path, direct_io=True):
     args = ["losetup", "--find", "--show"] + (["--direct-io=on"] if direct_io else []) + [path]
     dev = run(args).stdout.strip()
-    cleanup.push(f"losetup -d {dev}", lambda: loop_detach(dev))
-    if direct_io:
-        flag = f"/sys/block/{os.path.basename(dev)}/loop/dio"
-        if os.path.exists(flag) and open(flag).read().strip() != "1":
-            log(f"warning: {dev} did not enable direct I/O")
+    cleanup.push(f"losetup -d {dev}", lambda: retry(["losetup", "-d", dev]))
+    if direct_io and read_lines(f"/sys/block/{os.path.basename(dev)}/loop/dio") != ["1\n"]:
+        log(f"warning: {dev} did not enable direct I/O")
     return dev
 
 
-def loop_detach(dev):
-    for _ in range(20):
-        if run(["losetup", "-d", dev], check=False, quiet=True).returncode == 0:
+def retry(cmd, done=lambda: False, tries=20):
+    """Runs cmd until it succeeds (or done() is true), e.g. while udev still holds a device."""
+    for _ in range(tries):
+        if done() or run(cmd, check=False, quiet=True).returncode == 0:
             return
         time.sleep(0.5)
-    raise BenchError(f"could not detach {dev}")
+    raise BenchError(f"gave up after {tries} tries: {' '.join(cmd)}")
 
 
 def mount(cleanup, dev, mnt):
@@ -144,34 +150,23 @@ def mount(cleanup, dev, mnt):
 
 
 def umount(mnt):
-    for _ in range(20):
-        if not os.path.ismount(mnt):
-            return
-        if run(["umount", mnt], check=False, quiet=True).returncode == 0:
-            return
-        time.sleep(0.5)
-    raise BenchError(f"could not unmount {mnt}")
+    retry(["umount", mnt], done=lambda: not os.path.ismount(mnt))
 
 
-# ---------------------------------------------------------------------- agent
 class Agent:
     """One continuum agent with a private state dir, started in its own session
     so a terminal Ctrl-C reaches the benchmark (which cleans up), not the agent."""
 
     def __init__(self, binary, run_dir, cleanup, tag="agent"):
-        self.bin = binary
+        self.bin, self.cleanup, self.proc, self.peak = binary, cleanup, None, {}
         self.state = os.path.join(run_dir, f"{tag}-state")
         self.sock = os.path.join(self.state, "agent.sock")
         self.log_path = os.path.join(run_dir, f"{tag}.log")
-        self.proc = None
-        self.cleanup = cleanup
-        self.peak = {}
 
     def start(self):
-        logf = open(self.log_path, "w")
-        self.proc = subprocess.Popen([self.bin, "agent", "--state-dir", self.state, "--control", self.sock],
-                                     stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
-        logf.close()
+        with open(self.log_path, "w") as logf:
+            self.proc = subprocess.Popen([self.bin, "agent", "--state-dir", self.state, "--control", self.sock],
+                                         stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.cleanup.push(f"stop agent pid {self.proc.pid}", self.stop)
         deadline = time.time() + 30
         while time.time() < deadline:
@@ -191,8 +186,7 @@ class Agent:
 
     def create_up(self, cleanup, name, backing, size, extra=()):
         self.cli("volume", "create", name, "--backing", backing, "--size", str(size), *extra)
-        dev = self.cli("volume", "up", name).stdout.strip()
-        if not dev.startswith("/dev/"):
+        if not (dev := self.cli("volume", "up", name).stdout.strip()).startswith("/dev/"):
             raise BenchError(f"'volume up' printed '{dev}', expected a device path")
         cleanup.push(f"volume down {name}", lambda: self.cli("volume", "down", name, timeout=300))
         return dev
@@ -200,57 +194,32 @@ class Agent:
     def wait_applied(self, name, timeout=600):
         """Waits until every admitted write is applied; returns the seconds waited."""
         t0 = time.time()
-        while True:
-            s = self.status(name)
-            if s.get("state") == "failed":
-                raise BenchError(f"volume {name} failed: {s.get('error')}")
-            if s.get("applied_seq", 0) >= s.get("last_seq", 0) and s.get("pending_bytes", 0) == 0:
-                return time.time() - t0
-            if time.time() - t0 > timeout:
-                raise BenchError(f"volume {name} did not drain in {timeout}s: {s}")
+        while (s := self.status(name)).get("applied_seq", 0) < s.get("last_seq", 0) or s.get("pending_bytes"):
+            if s.get("state") == "failed" or time.time() - t0 > timeout:
+                raise BenchError(f"volume {name} did not drain in {time.time() - t0:.0f}s: {s}")
             time.sleep(0.05)
+        return time.time() - t0
 
     def mem(self):
         """{'rss': bytes, 'hwm': bytes} from /proc/PID/status (VmRSS, VmHWM)."""
-        out = {}
-        try:
-            with open(f"/proc/{self.proc.pid}/status") as f:
-                for line in f:
-                    k, _, v = line.partition(":")
-                    if k in ("VmRSS", "VmHWM"):
-                        out[k[2:].lower()] = int(v.split()[0]) * 1024
-        except OSError:
-            pass
-        if out:
-            self.peak = out
+        lines = read_lines(f"/proc/{self.proc.pid}/status")
+        out = {l[2:5].lower(): int(l.split()[1]) * 1024 for l in lines if l.startswith(("VmRSS:", "VmHWM:"))}
+        self.peak = out or self.peak
         return out
 
     def log_tail(self, n=30):
-        try:
-            with open(self.log_path) as f:
-                return "".join(f.readlines()[-n:])
-        except OSError:
-            return "(no agent log)"
+        return "".join(read_lines(self.log_path)[-n:]) or "(no agent log)"
 
     def problems(self):
-        """Agent log lines at warn level or above, plus notable events."""
-        lines = []
-        try:
-            with open(self.log_path) as f:
-                lines += [l.rstrip() for l in f if re.search(r" (warning|warn|error|critical) \[", l)]
-        except OSError:
-            pass
+        """Agent log lines at warn level or above, plus events that are not routine."""
+        out = [l.rstrip() for l in read_lines(self.log_path) if re.search(r" (warn\w*|error|critical) \[", l)]
         routine = {"agent_started", "agent_stopped", "volume_created", "volume_up", "volume_down",
                    "volume_deleted", "bookmark_added", "view_opened", "view_closed"}
-        try:
-            with open(os.path.join(self.state, "events.jsonl")) as f:
-                for l in f:
-                    e = json.loads(l)
-                    if e.get("kind") not in routine:
-                        lines.append(f"event {e.get('kind')}: {e.get('volume')}: {e.get('message')}")
-        except (OSError, ValueError):
-            pass
-        return lines
+        for l in read_lines(os.path.join(self.state, "events.jsonl")):
+            e = json.loads(l)
+            if e.get("kind") not in routine:
+                out.append(f"event {e.get('kind')}: {e.get('volume')}: {e.get('message')}")
+        return out
 
     def stop(self, timeout=300):
         if self.proc is None or self.proc.poll() is not None:
@@ -271,24 +240,18 @@ class Agent:
         # Only our own state dir: loops backed by our FUSE files, then the mount.
         fuse_dir = os.path.join(self.state, "dev") + "/"
         for n in os.listdir("/sys/block"):
-            try:
-                with open(f"/sys/block/{n}/loop/backing_file") as f:
-                    if f.read().startswith(fuse_dir):
-                        run(["losetup", "-d", f"/dev/{n}"], check=False)
-            except OSError:
-                pass
+            if "".join(read_lines(f"/sys/block/{n}/loop/backing_file")).startswith(fuse_dir):
+                run(["losetup", "-d", f"/dev/{n}"], check=False)
         run(["umount", "-l", fuse_dir.rstrip("/")], check=False)
 
 
-# ------------------------------------------------------------------------ fio
 def fio(dev, name, extra, runtime=None, timeout=900):
+    """One fio write job (direct, libaio); returns MB/s, IOPS, bytes and latencies."""
     args = ["fio", f"--name={name}", f"--filename={dev}", "--direct=1", "--ioengine=libaio",
             "--output-format=json", "--group_reporting"] + list(extra)
-    if runtime:
-        args += [f"--runtime={runtime}", "--time_based"]
+    args += [f"--runtime={runtime}", "--time_based"] if runtime else []
     p = run(args, timeout=timeout)
-    j = json.loads(p.stdout[p.stdout.index("{"):])
-    job = j["jobs"][0]
+    job = json.loads(p.stdout[p.stdout.index("{"):])["jobs"][0]
     if job.get("error"):
         raise BenchError(f"fio {name} on {dev} reported error {job['error']}")
     w = job["write"]
@@ -297,14 +260,10 @@ def fio(dev, name, extra, runtime=None, timeout=900):
             "p99_us": w["clat_ns"].get("percentile", {}).get("99.000000", 0) / 1000.0}
 
 
-# --------------------------------------------------------------------- output
 def table(headers, rows, title=None):
     cells = [[str(c) for c in r] for r in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    out = []
-    if title:
-        out.append(title)
-    out.append("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    out = ([title] if title else []) + ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     out.append("  ".join("-" * w for w in widths))
     for r in cells:
         out.append("  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))))
@@ -312,10 +271,7 @@ def table(headers, rows, title=None):
 
 
 def verdict(value, target, higher_is_better=True):
-    if value is None:
-        return "n/a"
-    ok = value >= target if higher_is_better else value <= target
-    return "PASS" if ok else "FAIL"
+    return "PASS" if (value >= target if higher_is_better else value <= target) else "FAIL"
 
 
 def mib(n):
@@ -324,22 +280,20 @@ def mib(n):
 
 def main_wrapper(body):
     """Runs body(cleanup) with cleanup and clear error reporting; returns exit code."""
-    install_signal_handlers()
-    cleanup = Cleanup()
-    code = 0
+    for s in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(s, _on_signal)
+    cleanup, code = Cleanup(), 1
     try:
         body(cleanup)
+        code = 0
     except BenchError as e:
         print(f"\nERROR: {e}", file=sys.stderr)
-        code = 1
     except (KeyboardInterrupt, Interrupted) as e:
-        print(f"\ninterrupted ({e or 'Ctrl-C'}); cleaning up", file=sys.stderr)
+        print(f"\ninterrupted ({str(e) or 'Ctrl-C'}); cleaning up", file=sys.stderr)
         code = 130
-    except Exception as e:  # noqa: BLE001
-        import traceback
+    except Exception as e:  # noqa: BLE001 - a bug in the benchmark: show where
         traceback.print_exc()
         print(f"\nERROR: unexpected {type(e).__name__}: {e}", file=sys.stderr)
-        code = 1
     finally:
         cleanup.run_all()
     return code

@@ -82,7 +82,7 @@ def bench_plain(work, args, size):
     sub = B.Cleanup()
     img = os.path.join(work, "plain.img")
     try:
-        B.make_sparse(img, size)
+        (B.make_filled if args.prefill else B.make_sparse)(img, size)
         dev = B.loop_attach(sub, img, direct_io=True)
         return pg_cycle(sub, dev, work, args, "plain")
     finally:
@@ -91,11 +91,12 @@ def bench_plain(work, args, size):
             os.unlink(img)
 
 
-def bench_cdp(work, args, binary, problems):
+def bench_cdp(work, args, size, binary, problems):
     sub = B.Cleanup()
     img = os.path.join(work, "cdp.img")
     agent = None
     try:
+        (B.make_filled if args.prefill else B.make_sparse)(img, size)
         agent = B.Agent(binary, work, sub, tag="agent-cdp").start()
         dev = agent.create_up(sub, "pg", img, args.size, ["--journal-size", args.journal_size])
         r = pg_cycle(sub, dev, work, args, "cdp")
@@ -123,6 +124,8 @@ def main():
     ap.add_argument("--port", type=int, default=55432, help="postgres port (default 55432)")
     ap.add_argument("--dir", default="/var/tmp/continuum-bench", help="directory for backing files and state")
     ap.add_argument("--bin", help="continuum binary (default build-bench/continuum or $CONTINUUM_BIN)")
+    ap.add_argument("--prefill", action="store_true",
+                    help="fill both backing files with random data first (default: sparse files)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
                     help="write results as JSON to FILE (or stdout with no FILE, instead of the table)")
     args = ap.parse_args()
@@ -136,7 +139,7 @@ def main():
         B.log("(a) postgres on ext4 on a plain loop device")
         plain = bench_plain(work, args, size)
         B.log("(b) postgres on ext4 on a continuum CDP volume")
-        cdp = bench_cdp(work, args, binary, problems)
+        cdp = bench_cdp(work, args, size, binary, problems)
         ratio = cdp["tps"] / plain["tps"] if plain["tps"] else 0.0
         data = {"size": args.size, "scale": args.scale, "clients": args.clients, "threads": args.threads,
                 "time": args.time, "plain": plain, "cdp": cdp, "ratio": ratio, "target": TARGET,
@@ -158,7 +161,7 @@ def main():
         print(B.table(["config", "TPS", "lat avg ms", "transactions", "init s", "init speed ratio",
                        "TPS ratio", "target", "verdict"], rows,
                       title=f"== pgbench: scale {args.scale}, -c {args.clients} -j {args.threads} -T {args.time}, "
-                            f"{args.size} device, ext4 =="))
+                            f"{args.size} device, ext4, {'prefilled' if args.prefill else 'sparse'} backings =="))
         print(f"\ncdp volume after run: journal {B.mib(cdp['journal_bytes'])}, "
               f"{B.mib(cdp['bytes_written'])} written, state {cdp['state']}, "
               f"agent RSS {B.mib(cdp['rss'])} (VmHWM {B.mib(cdp['rss_hwm'])})")

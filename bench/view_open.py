@@ -1,7 +1,8 @@
 #!/usr/bin/python3
 """Time to open a point-in-time view behind ~1 GiB of undo journal.
 
-Creates a CDP volume (default 4G, --journal-size 2G), writes a known pattern
+Creates a CDP volume (default 4G, --journal-size 2G) on a backing file pre-filled
+with random data (zero old blocks cost the undo journal almost nothing), writes a known pattern
 to the first MiB, adds bookmark 'before', overwrites the first MiB and then
 writes ~1 GiB of random 4 KiB..1 MiB writes (fio bssplit) through the device.
 Then times `continuum view open NAME --at before` (CLI wall time until it
@@ -76,8 +77,11 @@ def main():
         binary = B.find_binary(args.bin)
         work = B.make_run_dir(args.dir, cleanup, "view-")
         name = "viewbench"
+        img = os.path.join(work, "vol.img")
+        B.log("pre-filling the backing with random data (so the undo journal holds real before-images)")
+        B.make_filled(img, B.parse_size(args.size))
         agent = B.Agent(binary, work, cleanup).start()
-        dev = agent.create_up(cleanup, name, os.path.join(work, "vol.img"), args.size,
+        dev = agent.create_up(cleanup, name, img, args.size,
                               ["--journal-size", args.journal_size])
         write_direct(dev, PATTERN)
         agent.cli("bookmark", "add", name, "before")

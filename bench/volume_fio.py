@@ -47,9 +47,13 @@ def run_workloads(dev, size, runtime, agent=None, volume=None):
     return res
 
 
-def bench_plain(cleanup, run_dir, size, runtime):
+def make_backing(path, size, prefill):
+    (B.make_filled if prefill else B.make_sparse)(path, size)
+
+
+def bench_plain(cleanup, run_dir, size, runtime, prefill):
     img = os.path.join(run_dir, "plain.img")
-    B.make_sparse(img, size)
+    make_backing(img, size, prefill)
     sub = B.Cleanup()
     try:
         dev = B.loop_attach(sub, img, direct_io=True)
@@ -64,6 +68,7 @@ def bench_volume(args, binary, run_dir, mode, problems):
     img = os.path.join(run_dir, f"{mode}.img")
     agent = None
     try:
+        make_backing(img, B.parse_size(args.size), args.prefill)
         agent = B.Agent(binary, run_dir, sub, tag=f"agent-{mode}").start()
         extra = ["--no-cdp"] if mode == "capture" else []
         if args.journal_size and mode == "cdp":
@@ -71,6 +76,7 @@ def bench_volume(args, binary, run_dir, mode, problems):
         if args.cache_size:
             extra += ["--cache-size", args.cache_size]
         dev = agent.create_up(sub, mode, img, args.size, extra)
+        idle = agent.mem().get("rss", 0)
         st = agent.status(mode)
         results = run_workloads(dev, args.size, args.runtime, agent, mode)
         st_after = agent.status(mode)
@@ -78,7 +84,7 @@ def bench_volume(args, binary, run_dir, mode, problems):
         sub.run_all()  # volume down, stop agent (records the final VmHWM)
         mem = agent.peak or mem
         return {"results": results, "device": dev, "cache_size": st.get("cache_size", 128 * B.MiB),
-                "rss_hwm": mem.get("hwm", 0), "rss_now": mem.get("rss", 0),
+                "rss_hwm": mem.get("hwm", 0), "rss_now": mem.get("rss", 0), "rss_idle": idle,
                 "journal_bytes": st_after.get("journal_bytes"), "state": st_after.get("state")}
     finally:
         sub.run_all()
@@ -106,17 +112,17 @@ def report(data):
     out = [B.table(["workload", "config", "MB/s", "IOPS", "lat avg us", "p99 us", "ratio vs plain",
                     "target", "verdict", "drain s"], rows,
                    title=f"== volume_fio: size {data['size']}, runtime {data['runtime']} s per workload, "
-                         f"dir {data['dir']} ==")]
+                         f"{data['backing']} backings in {data['dir']} ==")]
     mrows = []
     for mode in ("capture", "cdp"):
         if mode not in data:
             continue
         d = data[mode]
         limit = d["cache_size"] + RSS_SLACK
-        mrows.append([mode, B.mib(d["cache_size"]), B.mib(d["rss_hwm"]), B.mib(limit),
+        mrows.append([mode, B.mib(d["cache_size"]), B.mib(d["rss_idle"]), B.mib(d["rss_hwm"]), B.mib(limit),
                       f"{d['rss_hwm'] / limit:.2f}", B.verdict(d["rss_hwm"], limit, higher_is_better=False)])
     out.append("")
-    out.append(B.table(["config", "cache size", "agent VmHWM", "limit (cache+64M)", "ratio", "verdict"], mrows,
+    out.append(B.table(["config", "cache size", "RSS volume up, idle", "agent VmHWM", "limit (cache+64M)", "ratio", "verdict"], mrows,
                        title="== agent peak memory =="))
     return "\n".join(out)
 
@@ -129,6 +135,9 @@ def main():
     ap.add_argument("--bin", help="continuum binary (default build-bench/continuum or $CONTINUUM_BIN)")
     ap.add_argument("--cache-size", help="volume --cache-size (default: product default, 128M)")
     ap.add_argument("--journal-size", help="CDP volume --journal-size (default: product default)")
+    ap.add_argument("--prefill", action="store_true",
+                    help="fill every backing file with random data first (default: sparse files); then "
+                         "CDP overwrites journal real before-images instead of zero markers")
     ap.add_argument("--only", choices=["capture", "cdp"], action="append",
                     help="run only these Continuum configs (the plain baseline always runs)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -143,10 +152,11 @@ def main():
             raise B.BenchError("--size must be a multiple of 1 MiB")
         run_dir = B.make_run_dir(args.dir, cleanup, "fio-")
         data = {"size": args.size, "runtime": args.runtime, "dir": args.dir, "binary": binary,
+                "backing": "prefilled" if args.prefill else "sparse",
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         problems = []
         B.log("(a) plain loop device")
-        data["plain"] = bench_plain(cleanup, run_dir, size, args.runtime)
+        data["plain"] = bench_plain(cleanup, run_dir, size, args.runtime, args.prefill)
         for mode in args.only or ["capture", "cdp"]:
             B.log(f"({'b' if mode == 'capture' else 'c'}) continuum volume: {mode}")
             data[mode] = bench_volume(args, binary, run_dir, mode, problems)

@@ -50,6 +50,7 @@ Result<std::unique_ptr<CdpStore>> CdpStore::Open(const Options& opts) {
       .dir = opts.dir + "/undo",
       .magic = journal::kUndoMagic,
       .segment_bytes = std::clamp<uint64_t>(opts.journal_bytes / 8, 1ull << 20, 64ull << 20),
+      .tolerate_damage = true,
   };
   auto visit = [&](const journal::RecordHeader& h, const journal::RecordLocation& loc) -> Status {
     if (!partial.empty() && partial.back().seq != h.seq) partial.clear();
@@ -82,6 +83,22 @@ Result<std::unique_ptr<CdpStore>> CdpStore::Open(const Options& opts) {
   auto log = journal::SegmentLog::Open(lo, visit);
   if (!log.ok()) return log.status().WithContext("open undo journal");
   store->log_ = std::move(log).value();
+  // A damaged older segment loses the before-images it held: the points before
+  // the next intact segment cannot be rebuilt, so the oldest point moves there.
+  for (const auto& d : store->log_->Damage()) {
+    if (d.next_first_seq == 0 || d.next_first_seq - 1 <= store->base_.seq) continue;
+    Point nb{d.next_first_seq - 1, store->latest_.ts_ns};
+    auto it = std::partition_point(store->index_.begin(), store->index_.end(),
+                                   [&](const Extent& e) { return e.seq < d.next_first_seq; });
+    if (it != store->index_.end()) nb.ts_ns = it->ts_ns;
+    store->base_ = nb;
+    CONTINUUM_RETURN_IF_ERROR(store->SaveBase());
+    store->open_events_.push_back(
+        {"journal_damaged", "undo journal " + d.path + " is damaged at offset " + std::to_string(d.offset) +
+                                "; points before " + PointText(nb) + " are no longer restorable"});
+  }
+  while (!store->index_.empty() && store->index_.front().seq <= store->base_.seq) store->index_.pop_front();
+  std::erase_if(store->bookmarks_, [&](const Bookmark& b) { return b.seq < store->base_.seq; });
   if (store->latest_.seq < store->base_.seq) store->latest_ = store->base_;
   return store;
 }

@@ -52,6 +52,10 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const Options& opts, const 
     seg->first_seq = firsts[i];
     CONTINUUM_ASSIGN_OR_RETURN(seg->file, io::File::Open(log->SegmentPath(firsts[i]), O_RDWR));
     CONTINUUM_RETURN_IF_ERROR(log->ScanSegment(seg, i + 1 == firsts.size(), visit));
+    if (!log->damage_.empty() && log->damage_.back().next_first_seq == 0 &&
+        log->damage_.back().path != seg->file->path()) {
+      log->damage_.back().next_first_seq = seg->first_seq;
+    }
     log->segments_[seg->first_seq] = seg;
     log->total_bytes_ += seg->bytes;
     if (seg->last_seq > log->last_seq_) log->last_seq_ = seg->last_seq;
@@ -83,6 +87,13 @@ Status SegmentLog::ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last
   }
   if (pos != size) {
     if (!is_last) {
+      if (opts_.tolerate_damage) {
+        Logger("journal")->error("journal segment {} is damaged at offset {}; skipping the rest of it",
+                                 seg->file->path(), pos);
+        damage_.push_back({seg->file->path(), pos, 0, 0});
+        seg->bytes = size;  // never appended to again: it is not the newest
+        return Status::Ok();
+      }
       return DataLoss("journal segment " + seg->file->path() + " is damaged at offset " +
                       std::to_string(pos) + " (not the newest segment, so this is not a torn write)");
     }

@@ -72,6 +72,7 @@ Status Volume::Recover() {
                                       .created_ts_ns = cfg_.created_ts_ns});
     if (!store.ok()) return store.status().WithContext("volume " + cfg_.name);
     cdp_ = std::move(store).value();
+    for (const auto& e : cdp_->TakeOpenEvents()) Emit(e.kind, e.message);
     undo_latest = cdp_->Latest().seq;
     ts = std::max(ts, cdp_->Latest().ts_ns);
   }

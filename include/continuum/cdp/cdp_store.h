@@ -113,6 +113,8 @@ class CdpStore {
   void CloseViewMap(const std::shared_ptr<ViewMap>& map);
 
   Status ReadBlock(const BlockLoc& loc, std::span<uint8_t> out) const;
+  // Events found while opening (e.g. a damaged segment that cost old points).
+  std::vector<CdpEvent> TakeOpenEvents() { return std::move(open_events_); }
 
   uint64_t JournalBytes() const;
   uint64_t JournalLimit() const { return opts_.journal_bytes; }
@@ -147,6 +149,7 @@ class CdpStore {
   bool writes_blocked_ = false;          // GUARDED_BY(mu_)
   uint64_t open_seq_ = 0;                // apply thread: seq whose records are being appended
   Point last_unpublished_;               // apply thread
+  std::vector<CdpEvent> open_events_;
 };
 
 }  // namespace continuum::cdp

@@ -47,6 +47,15 @@ class SegmentLog {
     // Verify payload checksums of every record at Open (else only the
     // newest segment's, where a torn write can be).
     bool verify_all_payloads = false;
+    // Keep going past a damaged record in an older segment (the rest of that
+    // segment is skipped and reported by Damage()) instead of failing Open.
+    bool tolerate_damage = false;
+  };
+  struct DamagedSegment {
+    std::string path;
+    uint64_t offset = 0;        // first unreadable byte
+    uint64_t next_first_seq = 0;  // first seq of the following segment
+    int64_t next_first_ts_ns = 0;
   };
   // Called for every valid record in order at Open. Returning a non-ok status aborts Open.
   using Visitor = std::function<Status(const RecordHeader&, const RecordLocation&)>;
@@ -77,6 +86,8 @@ class SegmentLog {
   // Oldest segment (nullptr when the log is empty).
   std::shared_ptr<Segment> Oldest() const;
   uint64_t LastSeq() const;
+  // Damage found by Open (only with tolerate_damage).
+  const std::vector<DamagedSegment>& Damage() const { return damage_; }
   const std::string& dir() const { return opts_.dir; }
 
  private:
@@ -91,6 +102,7 @@ class SegmentLog {
   uint64_t total_bytes_ = 0;                               // GUARDED_BY(mu_)
   uint64_t last_seq_ = 0;                                  // GUARDED_BY(mu_)
   bool dirty_ = false;                                     // GUARDED_BY(mu_)
+  std::vector<DamagedSegment> damage_;                     // set by Open
   std::mutex sync_mu_;  // serializes fdatasync calls so concurrent flushes coalesce
 };
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <random>
 
@@ -269,6 +270,59 @@ TEST_F(VolumeTest, ChangeTrackerReportsChangedRegions) {
   ch = v->tracker()->Changes("base1");
   ASSERT_TRUE(ch.ok());
   EXPECT_EQ(ch->size(), 1u);
+}
+
+}  // namespace
+}  // namespace continuum::volume
+
+namespace continuum::volume {
+namespace {
+
+TEST_F(VolumeTest, DamagedOldUndoSegmentCostsOnlyOlderPoints) {
+  cfg_.journal_bytes = 16ull << 20;  // 2 MiB undo segments
+  std::vector<std::string> events;
+  {
+    auto v = OpenVolume();
+    for (int i = 0; i < 24; ++i) {
+      auto d = Pattern(512 * 1024, i);
+      ASSERT_TRUE(v->Write((i % 8) * 512 * 1024, d, false).ok());
+      if (i == 20) ASSERT_TRUE(v->AddBookmark("late", 0).ok());
+    }
+    ASSERT_TRUE(v->Close().ok());
+  }
+  std::vector<fs::path> segs;
+  for (auto& e : fs::directory_iterator(dir_ / "state" / "cdp" / "undo")) segs.push_back(e.path());
+  std::sort(segs.begin(), segs.end());
+  ASSERT_GE(segs.size(), 3u);
+  {
+    std::fstream f(segs[0], std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(100);
+    f.put('\x42');
+  }
+  auto v = Volume::Open(cfg_, (dir_ / "state").string(),
+                        [&](const std::string& k, const std::string&) { events.push_back(k); });
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  EXPECT_NE(std::find(events.begin(), events.end(), "journal_damaged"), events.end());
+  EXPECT_GT((*v)->cdp()->Oldest().seq, 0u);
+  EXPECT_FALSE((*v)->ResolvePoint("seq:1").ok());
+  EXPECT_TRUE((*v)->ResolvePoint("late").ok());
+  // The volume keeps working.
+  auto d = Pattern(4096, 99);
+  EXPECT_TRUE((*v)->Write(0, d, true).ok());
+}
+
+TEST_F(VolumeTest, DamagedWriteLogIsAClearDataLossError) {
+  {
+    auto v = OpenVolume();
+    auto d = Pattern(4096, 1);
+    ASSERT_TRUE(v->Write(0, d, true).ok());
+    ASSERT_TRUE(v->Close().ok());
+  }
+  std::ofstream(dir_ / "state" / "checkpoint.json") << "{not json";
+  auto v = Volume::Open(cfg_, (dir_ / "state").string(), nullptr);
+  ASSERT_FALSE(v.ok());
+  EXPECT_EQ(v.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(v.status().message().find("checkpoint.json"), std::string::npos);
 }
 
 }  // namespace
