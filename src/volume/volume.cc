@@ -173,7 +173,20 @@ Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::ve
   h.flags = flags;
   // Appended under mu_ so the write log holds records in seq order.
   auto loc = wlog_->Append(h, rec->data);
-  if (!loc.ok()) return loc.status().WithContext("volume " + cfg_.name + ": append to write log");
+  if (!loc.ok()) {
+    Status st = loc.status().WithContext("volume " + cfg_.name + ": append to write log");
+    if (admit_error_.ok()) {
+      // Once per episode: the operator must free space in the state directory.
+      Logger("volume")->error("{}", st.message());
+      if (events_) events_("write_log_failed", st.message() + "; writes are refused until it succeeds again");
+    }
+    admit_error_ = st;
+    return st;
+  }
+  if (!admit_error_.ok()) {
+    admit_error_ = Status::Ok();
+    if (events_) events_("write_log_recovered", "write log accepts writes again");
+  }
   last_seq_ = rec->seq;
   last_ts_ns_ = rec->ts_ns;
   if (kind != journal::WriteKind::kBookmark) {
@@ -395,7 +408,11 @@ VolumeStats Volume::Stats() const {
     s.writes = writes_;
     s.bytes_written = bytes_written_;
     s.flushes = flushes_;
-    if (!apply_error_.ok()) s.error = apply_error_.message();
+    if (!apply_error_.ok()) {
+      s.error = apply_error_.message();
+    } else if (!admit_error_.ok()) {
+      s.error = admit_error_.message();
+    }
   }
   s.wlog_bytes = wlog_->TotalBytes();
   if (cdp_) {

@@ -159,6 +159,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   bool stopping_ = false;                                      // GUARDED_BY(mu_)
   bool checkpoint_requested_ = false;                          // GUARDED_BY(mu_)
   Status apply_error_;                                         // GUARDED_BY(mu_)
+  Status admit_error_;  // GUARDED_BY(mu_): last write-log failure, cleared by a good append
   uint64_t writes_ = 0, bytes_written_ = 0, flushes_ = 0;     // GUARDED_BY(mu_)
   std::mutex rmw_mu_;  // serializes unaligned read-modify-write
   mutable std::shared_mutex mirror_mu_;
