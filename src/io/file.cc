@@ -112,9 +112,18 @@ Status WriteFileAtomic(const std::string& path, std::string_view contents) {
 
 Result<std::string> ReadFileToString(const std::string& path) {
   CONTINUUM_ASSIGN_OR_RETURN(auto f, File::Open(path, O_RDONLY));
-  CONTINUUM_ASSIGN_OR_RETURN(uint64_t size, f->Size());
-  std::string out(size, '\0');
-  CONTINUUM_RETURN_IF_ERROR(f->PRead(0, {reinterpret_cast<uint8_t*>(out.data()), out.size()}));
+  // Read to EOF rather than trusting st_size: sysfs and procfs report 4096.
+  std::string out;
+  char buf[65536];
+  for (;;) {
+    ssize_t n = ::read(f->fd(), buf, sizeof(buf));
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return PosixError("read " + path, errno);
+    }
+    if (n == 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
   return out;
 }
 

@@ -292,6 +292,8 @@ TEST_F(FuseExporterTest, AddAndRemoveWhileIoIsInFlight) {
       if (pwrite(f.fd, block.data(), block.size(), static_cast<off_t>((i % 2048) * 4096)) != 4096) failures++;
     }
   });
+  // Under load the writer may not have started yet: wait for its first write.
+  for (int i = 0; i < 500 && target->writes == 0; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(10));
   for (int i = 0; i < 50; ++i) {
     const std::string name = "v" + std::to_string(i);
     ASSERT_TRUE(exporter_->AddFile(name, std::make_shared<MemoryBlockTarget>(kMiB)).ok());
