@@ -1,9 +1,5 @@
-"""Shared helpers for the Continuum benchmarks (standard library only).
-
-Everything a benchmark sets up (agent, loop devices, mounts, postgres, files)
-is registered on a Cleanup stack and torn down in reverse order from a
-`finally`, also on Ctrl-C (KeyboardInterrupt) and SIGTERM/SIGHUP.
-"""
+"""Shared helpers for the Continuum benchmarks (standard library only). Everything a benchmark
+sets up is pushed on a Cleanup stack, torn down in reverse order also on Ctrl-C and SIGTERM/SIGHUP."""
 import json
 import os
 import re
@@ -43,7 +39,6 @@ def parse_size(text):
 
 
 def run(cmd, check=True, timeout=600, quiet=False, **kw):
-    """Runs cmd (list); returns CompletedProcess with text output."""
     quiet or log("$ " + " ".join(cmd))
     try:
         p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
@@ -89,10 +84,9 @@ def require_root_and_tools(*tools):
 def find_binary(path):
     path = path or os.environ.get("CONTINUUM_BIN") or DEFAULT_BIN
     if not os.access(path, os.X_OK):
-        raise BenchError(f"continuum binary not found at {path}; build it with\n"
-                         f"  cmake -S {REPO} -B {REPO}/build-bench -DCMAKE_BUILD_TYPE=Release && "
-                         f"cmake --build {REPO}/build-bench --target continuum -j2\n"
-                         f"or pass --bin / set CONTINUUM_BIN")
+        raise BenchError(f"no continuum binary at {path} (pass --bin or set CONTINUUM_BIN); build it: cmake -S "
+                         f"{REPO} -B {REPO}/build-bench -DCMAKE_BUILD_TYPE=Release && cmake --build "
+                         f"{REPO}/build-bench --target continuum -j2")
     return os.path.abspath(path)
 
 
@@ -113,14 +107,12 @@ def make_run_dir(base, cleanup, prefix):
 
 
 def make_sparse(path, size):
-    with open(path, "wb") as f:
-        f.truncate(size)
+    open(path, "wb").close()
+    os.truncate(path, size)
 
 
 def make_filled(path, size):
-    """A fully allocated file of non-zero (random) data, written directly with
-    fio: overwrites then have real old data, so the undo journal stores real
-    before-images instead of zero-extent markers."""
+    """Fully allocated random data (fio, direct): overwrites then journal real before-images."""
     make_sparse(path, size)
     fio(path, "prefill", ["--rw=write", "--bs=1M", "--iodepth=8", f"--size={size}", "--refill_buffers"])
 
@@ -146,11 +138,7 @@ def retry(cmd, done=lambda: False, tries=20):
 def mount(cleanup, dev, mnt):
     os.makedirs(mnt, exist_ok=True)
     run(["mount", "-o", "noatime", dev, mnt])
-    cleanup.push(f"umount {mnt}", lambda: umount(mnt))
-
-
-def umount(mnt):
-    retry(["umount", mnt], done=lambda: not os.path.ismount(mnt))
+    cleanup.push(f"umount {mnt}", lambda: retry(["umount", mnt], done=lambda: not os.path.ismount(mnt)))
 
 
 class Agent:
@@ -168,8 +156,7 @@ class Agent:
             self.proc = subprocess.Popen([self.bin, "agent", "--state-dir", self.state, "--control", self.sock],
                                          stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.cleanup.push(f"stop agent pid {self.proc.pid}", self.stop)
-        deadline = time.time() + 30
-        while time.time() < deadline:
+        for _ in range(300):
             if self.proc.poll() is not None:
                 raise BenchError(f"agent exited with {self.proc.returncode}:\n{self.log_tail()}")
             if os.path.exists(self.sock) and self.cli("volume", "status", check=False, quiet=True).returncode == 0:
@@ -232,17 +219,14 @@ class Agent:
             log(f"agent pid {self.proc.pid} ignored SIGTERM for {timeout}s; killing it")
             self.proc.kill()
             self.proc.wait()
-            self._release_after_kill()
+            # Only this agent's leftovers: loops backed by its FUSE files, then its mount.
+            fuse_dir = os.path.join(self.state, "dev") + "/"
+            for n in os.listdir("/sys/block"):
+                if "".join(read_lines(f"/sys/block/{n}/loop/backing_file")).startswith(fuse_dir):
+                    run(["losetup", "-d", f"/dev/{n}"], check=False)
+            run(["umount", "-l", fuse_dir.rstrip("/")], check=False)
         if self.proc.returncode not in (0, -signal.SIGKILL):
             log(f"agent exited with {self.proc.returncode}; log tail:\n{self.log_tail()}")
-
-    def _release_after_kill(self):
-        # Only our own state dir: loops backed by our FUSE files, then the mount.
-        fuse_dir = os.path.join(self.state, "dev") + "/"
-        for n in os.listdir("/sys/block"):
-            if "".join(read_lines(f"/sys/block/{n}/loop/backing_file")).startswith(fuse_dir):
-                run(["losetup", "-d", f"/dev/{n}"], check=False)
-        run(["umount", "-l", fuse_dir.rstrip("/")], check=False)
 
 
 def fio(dev, name, extra, runtime=None, timeout=900):
@@ -272,6 +256,22 @@ def table(headers, rows, title=None):
 
 def verdict(value, target, higher_is_better=True):
     return "PASS" if (value >= target if higher_is_better else value <= target) else "FAIL"
+
+
+def summarize(lines):
+    """Collapses repeats (timestamps, rounds, state dirs ignored); events: count, first ... last."""
+    groups = {}
+    for l in lines:
+        key = re.sub(r"^\[[^]]*\] (\S+Z )?", "", l)
+        key = re.sub(r"/\S*-state/", "$STATE/", key)
+        if m := re.match(r"(event \w+: [^:]*): (.*)", key):
+            key, msg = m.group(1), m.group(2)
+        else:
+            msg = None
+        g = groups.setdefault(key, [0, msg, msg])
+        g[0], g[2] = g[0] + 1, msg
+    return [f"{n}x {k}" + (f": {a}" + (f" ... {b}" if n > 1 else "") if a else "")
+            for k, (n, a, b) in groups.items()] or ["(none)"]
 
 
 def mib(n):

@@ -78,28 +78,28 @@ def pg_stop(data, logfile):
         as_pg([f"{PGBIN}/pg_ctl", "-D", data, "-m", "immediate", "-w", "stop"], check=False, timeout=60)
 
 
-def bench_plain(work, args, size):
+def bench_plain(work, args, size, rnd):
     sub = B.Cleanup()
     img = os.path.join(work, "plain.img")
     try:
         (B.make_filled if args.prefill else B.make_sparse)(img, size)
         dev = B.loop_attach(sub, img, direct_io=True)
-        return pg_cycle(sub, dev, work, args, "plain")
+        return pg_cycle(sub, dev, work, args, f"plain-r{rnd}")
     finally:
         sub.run_all()
         if os.path.exists(img):
             os.unlink(img)
 
 
-def bench_cdp(work, args, size, binary, problems):
+def bench_cdp(work, args, size, binary, problems, rnd):
     sub = B.Cleanup()
     img = os.path.join(work, "cdp.img")
     agent = None
     try:
         (B.make_filled if args.prefill else B.make_sparse)(img, size)
-        agent = B.Agent(binary, work, sub, tag="agent-cdp").start()
+        agent = B.Agent(binary, work, sub, tag=f"agent-cdp-r{rnd}").start()
         dev = agent.create_up(sub, "pg", img, args.size, ["--journal-size", args.journal_size])
-        r = pg_cycle(sub, dev, work, args, "cdp")
+        r = pg_cycle(sub, dev, work, args, f"cdp-r{rnd}")
         st = agent.status("pg")
         r.update({"journal_bytes": st.get("journal_bytes", 0), "bytes_written": st.get("bytes_written", 0),
                   "rss": agent.mem().get("rss", 0), "rss_hwm": agent.mem().get("hwm", 0),
@@ -108,7 +108,7 @@ def bench_cdp(work, args, size, binary, problems):
     finally:
         sub.run_all()
         if agent:
-            problems += agent.problems()
+            problems += [f"[r{rnd}] {p}" for p in agent.problems()]
         if os.path.exists(img):
             os.unlink(img)
 
@@ -124,6 +124,8 @@ def main():
     ap.add_argument("--port", type=int, default=55432, help="postgres port (default 55432)")
     ap.add_argument("--dir", default="/var/tmp/continuum-bench", help="directory for backing files and state")
     ap.add_argument("--bin", help="continuum binary (default build-bench/continuum or $CONTINUUM_BIN)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="alternate plain/cdp N times and report the median round (default 1)")
     ap.add_argument("--prefill", action="store_true",
                     help="fill both backing files with random data first (default: sparse files)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -136,14 +138,19 @@ def main():
         size = B.parse_size(args.size)
         work = B.make_run_dir(args.dir, cleanup, "pg-")
         problems = []
-        B.log("(a) postgres on ext4 on a plain loop device")
-        plain = bench_plain(work, args, size)
-        B.log("(b) postgres on ext4 on a continuum CDP volume")
-        cdp = bench_cdp(work, args, size, binary, problems)
+        runs = {"plain": [], "cdp": []}
+        for rnd in range(1, args.rounds + 1):
+            B.log(f"round {rnd}/{args.rounds}: (a) postgres on ext4 on a plain loop device")
+            runs["plain"].append(bench_plain(work, args, size, rnd))
+            B.log(f"round {rnd}/{args.rounds}: (b) postgres on ext4 on a continuum CDP volume")
+            runs["cdp"].append(bench_cdp(work, args, size, binary, problems, rnd))
+        # Median round by TPS for each config (all rounds are kept in the JSON).
+        plain, cdp = (sorted(runs[k], key=lambda r: r["tps"])[(args.rounds - 1) // 2] for k in ("plain", "cdp"))
+        cdp["rss_hwm"] = max(r["rss_hwm"] for r in runs["cdp"])
         ratio = cdp["tps"] / plain["tps"] if plain["tps"] else 0.0
         data = {"size": args.size, "scale": args.scale, "clients": args.clients, "threads": args.threads,
-                "time": args.time, "plain": plain, "cdp": cdp, "ratio": ratio, "target": TARGET,
-                "agent_problems": problems}
+                "time": args.time, "rounds": args.rounds, "plain": plain, "cdp": cdp, "ratio": ratio,
+                "target": TARGET, "all_rounds": runs, "agent_problems": problems}
         if args.json:
             text = json.dumps(data, indent=2)
             if args.json == "-":
@@ -154,19 +161,21 @@ def main():
         rows = []
         for tag, r in (("plain loop", plain), ("continuum cdp", cdp)):
             base = tag == "plain loop"
-            rows.append([tag, f"{r['tps']:.1f}", f"{r['latency_ms']:.2f}", r["transactions"], f"{r['init_s']:.1f}",
+            tps_all = [x["tps"] for x in runs["plain" if base else "cdp"]]
+            rows.append([tag, f"{r['tps']:.1f}", f"{min(tps_all):.0f}-{max(tps_all):.0f}", f"{r['latency_ms']:.2f}", r["transactions"], f"{r['init_s']:.1f}",
                          f"{plain['init_s'] / r['init_s']:.2f}" if r["init_s"] else "",
                          "1.00 (base)" if base else f"{ratio:.2f}", "" if base else f">= {TARGET}",
                          "" if base else B.verdict(ratio, TARGET)])
-        print(B.table(["config", "TPS", "lat avg ms", "transactions", "init s", "init speed ratio",
+        print(B.table(["config", "TPS", "min-max", "lat avg ms", "transactions", "init s", "init speed ratio",
                        "TPS ratio", "target", "verdict"], rows,
                       title=f"== pgbench: scale {args.scale}, -c {args.clients} -j {args.threads} -T {args.time}, "
-                            f"{args.size} device, ext4, {'prefilled' if args.prefill else 'sparse'} backings =="))
+                            f"{args.size} device, ext4, {'prefilled' if args.prefill else 'sparse'} backings, "
+                            f"median of {args.rounds} round(s) =="))
         print(f"\ncdp volume after run: journal {B.mib(cdp['journal_bytes'])}, "
               f"{B.mib(cdp['bytes_written'])} written, state {cdp['state']}, "
               f"agent RSS {B.mib(cdp['rss'])} (VmHWM {B.mib(cdp['rss_hwm'])})")
         print("\n== agent warnings/errors/events ==")
-        print("\n".join(problems) if problems else "(none)")
+        print("\n".join(B.summarize(problems)))
 
     return B.main_wrapper(body)
 

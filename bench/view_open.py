@@ -174,7 +174,7 @@ def main():
         print(f"agent RSS {B.mib(mem.get('rss', 0))} (VmHWM {B.mib(mem.get('hwm', 0))}); "
               f"RSS right after each open: {', '.join(B.mib(m.get('rss', 0)) for m in rss)}")
         print("\n== agent warnings/errors/events ==")
-        print("\n".join(problems) if problems else "(none)")
+        print("\n".join(B.summarize(problems)))
         if not content_ok:
             raise B.BenchError("a view did not show the volume as of its bookmark")
 

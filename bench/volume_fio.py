@@ -15,6 +15,7 @@ Targets: capture >= 0.7x plain, cdp >= 0.4x plain; agent peak RSS (VmHWM)
 import argparse
 import json
 import os
+import statistics
 import sys
 import time
 
@@ -63,13 +64,13 @@ def bench_plain(cleanup, run_dir, size, runtime, prefill):
         os.unlink(img)
 
 
-def bench_volume(args, binary, run_dir, mode, problems):
+def bench_volume(args, binary, run_dir, mode, problems, rnd=1):
     sub = B.Cleanup()
     img = os.path.join(run_dir, f"{mode}.img")
     agent = None
     try:
         make_backing(img, B.parse_size(args.size), args.prefill)
-        agent = B.Agent(binary, run_dir, sub, tag=f"agent-{mode}").start()
+        agent = B.Agent(binary, run_dir, sub, tag=f"agent-{mode}-r{rnd}").start()
         extra = ["--no-cdp"] if mode == "capture" else []
         if args.journal_size and mode == "cdp":
             extra += ["--journal-size", args.journal_size]
@@ -89,9 +90,23 @@ def bench_volume(args, binary, run_dir, mode, problems):
     finally:
         sub.run_all()
         if agent:
-            problems += [f"[{mode}] {p}" for p in agent.problems()]
+            problems += [f"[{mode} r{rnd}] {p}" for p in agent.problems()]
         if os.path.exists(img):
             os.unlink(img)
+
+
+def merge(runs):
+    """Median of each figure over rounds (max for memory); keeps every round's MB/s."""
+    out = dict(runs[-1])
+    out["results"] = {}
+    for key in runs[0]["results"]:
+        rs = [r["results"][key] for r in runs]
+        out["results"][key] = {m: statistics.median(r[m] for r in rs) for m in rs[0]}
+        out["results"][key]["rounds_mbps"] = [r["mbps"] for r in rs]
+    for m in ("rss_hwm", "rss_now", "rss_idle"):
+        if m in out:
+            out[m] = max(r[m] for r in runs)
+    return out
 
 
 def report(data):
@@ -104,14 +119,16 @@ def report(data):
             r = data[mode]["results"][key]
             ratio = r["mbps"] / base[key]["mbps"] if base[key]["mbps"] else 0.0
             tgt = TARGETS.get(mode)
-            rows.append([label if mode == "plain" else "", mode, f"{r['mbps']:.1f}", f"{r['iops']:.0f}",
+            spread = "-".join(f"{x:.0f}" for x in (min(r["rounds_mbps"]), max(r["rounds_mbps"])))
+            rows.append([label if mode == "plain" else "", mode, f"{r['mbps']:.1f}", spread, f"{r['iops']:.0f}",
                          f"{r['lat_us']:.0f}", f"{r['p99_us']:.0f}",
                          "1.00 (base)" if mode == "plain" else f"{ratio:.2f}",
                          f">= {tgt}" if tgt else "", B.verdict(ratio, tgt) if tgt else "",
                          f"{r['drain_s']:.1f}" if "drain_s" in r else ""])
-    out = [B.table(["workload", "config", "MB/s", "IOPS", "lat avg us", "p99 us", "ratio vs plain",
+    out = [B.table(["workload", "config", "MB/s", "min-max", "IOPS", "lat avg us", "p99 us", "ratio vs plain",
                     "target", "verdict", "drain s"], rows,
                    title=f"== volume_fio: size {data['size']}, runtime {data['runtime']} s per workload, "
+                         f"median of {data['rounds']} round(s), "
                          f"{data['backing']} backings in {data['dir']} ==")]
     mrows = []
     for mode in ("capture", "cdp"):
@@ -122,8 +139,8 @@ def report(data):
         mrows.append([mode, B.mib(d["cache_size"]), B.mib(d["rss_idle"]), B.mib(d["rss_hwm"]), B.mib(limit),
                       f"{d['rss_hwm'] / limit:.2f}", B.verdict(d["rss_hwm"], limit, higher_is_better=False)])
     out.append("")
-    out.append(B.table(["config", "cache size", "RSS volume up, idle", "agent VmHWM", "limit (cache+64M)", "ratio", "verdict"], mrows,
-                       title="== agent peak memory =="))
+    out.append(B.table(["config", "cache size", "RSS volume up, idle", "agent VmHWM", "limit (cache+64M)",
+                        "ratio", "verdict"], mrows, title="== agent peak memory (max over rounds) =="))
     return "\n".join(out)
 
 
@@ -138,6 +155,8 @@ def main():
     ap.add_argument("--prefill", action="store_true",
                     help="fill every backing file with random data first (default: sparse files); then "
                          "CDP overwrites journal real before-images instead of zero markers")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="repeat plain/capture/cdp N times and report medians (default 1; use 3 on noisy hosts)")
     ap.add_argument("--only", choices=["capture", "cdp"], action="append",
                     help="run only these Continuum configs (the plain baseline always runs)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
@@ -152,14 +171,18 @@ def main():
             raise B.BenchError("--size must be a multiple of 1 MiB")
         run_dir = B.make_run_dir(args.dir, cleanup, "fio-")
         data = {"size": args.size, "runtime": args.runtime, "dir": args.dir, "binary": binary,
-                "backing": "prefilled" if args.prefill else "sparse",
+                "backing": "prefilled" if args.prefill else "sparse", "rounds": args.rounds,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%S")}
         problems = []
-        B.log("(a) plain loop device")
-        data["plain"] = bench_plain(cleanup, run_dir, size, args.runtime, args.prefill)
-        for mode in args.only or ["capture", "cdp"]:
-            B.log(f"({'b' if mode == 'capture' else 'c'}) continuum volume: {mode}")
-            data[mode] = bench_volume(args, binary, run_dir, mode, problems)
+        modes = args.only or ["capture", "cdp"]
+        runs = {m: [] for m in ["plain"] + modes}
+        for rnd in range(1, args.rounds + 1):
+            B.log(f"round {rnd}/{args.rounds}: (a) plain loop device")
+            runs["plain"].append(bench_plain(cleanup, run_dir, size, args.runtime, args.prefill))
+            for mode in modes:
+                B.log(f"round {rnd}/{args.rounds}: ({'b' if mode == 'capture' else 'c'}) continuum volume: {mode}")
+                runs[mode].append(bench_volume(args, binary, run_dir, mode, problems, rnd))
+        data.update({m: merge(r) for m, r in runs.items()})
         data["agent_problems"] = problems
         if args.json:
             text = json.dumps(data, indent=2)
@@ -170,7 +193,7 @@ def main():
                 f.write(text + "\n")
         print(report(data))
         print("\n== agent warnings/errors/events ==")
-        print("\n".join(problems) if problems else "(none)")
+        print("\n".join(B.summarize(problems)))
 
     return B.main_wrapper(body)
 

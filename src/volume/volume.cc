@@ -302,7 +302,9 @@ Status Volume::WriteAligned(uint64_t offset, std::span<const uint8_t> data) {
 Status Volume::Flush() {
   {
     std::lock_guard lock(mu_);
-    CONTINUUM_RETURN_IF_ERROR(CheckWritable().code() == StatusCode::kIoError ? CheckWritable() : Status::Ok());
+    // A failed apply step must surface at the application's next fsync; a
+    // full journal (policy block) does not make earlier writes less durable.
+    if (!apply_error_.ok()) return CheckWritable();
     ++flushes_;
   }
   // The write log is the redo log: once it is durable, every admitted write

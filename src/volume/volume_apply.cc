@@ -141,13 +141,7 @@ Status Volume::ApplyBatch(std::vector<Record*>& batch) {
     CONTINUUM_RETURN_IF_ERROR(cdp_->Sync());
   }
   std::unique_lock mirror_lock(mirror_mu_);
-  if (cdp_) {
-    for (Record* rec : batch) {
-      if (rec->seq <= skip_undo_through_) continue;
-      if (rec->kind == journal::WriteKind::kBookmark) continue;
-    }
-    cdp_->Publish();
-  }
+  if (cdp_) cdp_->Publish();
   for (Record* rec : batch) {
     if (rec->kind == journal::WriteKind::kWrite) {
       Status st = mirror_->PWrite(rec->offset, rec->data);

@@ -12,6 +12,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <future>
 #include <thread>
@@ -339,20 +340,59 @@ TEST_F(ControlServerTest, ConcurrentClients) {
   for (auto& f : results) EXPECT_EQ(f.get(), 25);
 }
 
-// Runs fn in a child that drops to uid/gid 65534 with the given extra groups;
-// returns the child's exit code.
-int RunAsNobody(std::vector<gid_t> groups, const std::function<bool()>& fn) {
+constexpr char kChildSocketEnv[] = "CONTINUUM_API_TEST_CHILD_SOCKET";
+constexpr char kChildGroupsEnv[] = "CONTINUUM_API_TEST_CHILD_GROUPS";
+
+// Runs a client call as uid/gid 65534 (plus `groups`) in a fresh process:
+// fork then exec this binary at once, because a forked copy of a
+// multithreaded process may hang on a lock some other thread held (seen with
+// the ASan allocator). Returns the child's exit code (see CallAsChild).
+int CallAsNobody(const std::string& socket, const std::vector<gid_t>& groups) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) env.emplace_back(*e);
+  env.push_back(std::string(kChildSocketEnv) + "=" + socket);
+  std::string list;
+  for (gid_t g : groups) list += std::to_string(g) + ",";
+  env.push_back(std::string(kChildGroupsEnv) + "=" + list);
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  std::string filter = "--gtest_filter=ControlClientChild.DISABLED_CallAsChild";
+  std::string also = "--gtest_also_run_disabled_tests";
+  char exe[] = "/proc/self/exe";
+  char* argv[] = {exe, filter.data(), also.data(), nullptr};
   pid_t pid = ::fork();
-  if (pid == 0) {
-    if (::setgroups(groups.size(), groups.data()) != 0 || ::setgid(65534) != 0 ||
-        ::setuid(65534) != 0) {
-      ::_exit(2);
-    }
-    ::_exit(fn() ? 0 : 1);
+  if (pid == 0) {  // only async-signal-safe calls until exec
+    int null = ::open("/dev/null", O_WRONLY);
+    if (null >= 0) ::dup2(null, 1);
+    ::execve(exe, argv, envp.data());
+    ::_exit(127);
   }
   int status = 0;
   ::waitpid(pid, &status, 0);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : 3;
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128;
+}
+
+// The child half of CallAsNobody; disabled so it runs only there. Exit code:
+// 0 call succeeded, 10 refused with 403 (permission denied), 11 other error,
+// 2 could not drop privileges.
+TEST(ControlClientChild, DISABLED_CallAsChild) {
+  const char* socket = std::getenv(kChildSocketEnv);
+  const char* groups_env = std::getenv(kChildGroupsEnv);
+  if (socket == nullptr || groups_env == nullptr) GTEST_SKIP() << "only as CallAsNobody's child";
+  std::vector<gid_t> groups;
+  for (std::string_view g = groups_env; !g.empty(); g.remove_prefix(g.find(',') + 1)) {
+    groups.push_back(static_cast<gid_t>(std::stoul(std::string(g.substr(0, g.find(','))))));
+  }
+  if (::setgroups(groups.size(), groups.data()) != 0 || ::setgid(65534) != 0 ||
+      ::setuid(65534) != 0) {
+    ::_exit(2);
+  }
+  auto r = ControlClient::ForSocket(socket).Call("GET", "/v1/volumes/a/up", nullptr, 5);
+  if (r.ok()) ::_exit(0);
+  bool refused = r.status().code() == StatusCode::kFailedPrecondition &&
+                 r.status().message().rfind("permission denied: uid 65534", 0) == 0;
+  ::_exit(refused ? 10 : 11);
 }
 
 TEST_F(ControlServerTest, PeerCredentialsDecideAccess) {
@@ -361,13 +401,7 @@ TEST_F(ControlServerTest, PeerCredentialsDecideAccess) {
   // Open the file modes so that only the SO_PEERCRED check stands in the way.
   ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
   ASSERT_EQ(::chmod(path_.c_str(), 0666), 0);
-  std::string path = path_;
-  int rc = RunAsNobody({}, [&] {
-    auto r = ControlClient::ForSocket(path).Call("GET", "/v1/volumes/a/up", nullptr, 5);
-    return !r.ok() && r.status().code() == StatusCode::kFailedPrecondition &&
-           r.status().message().find("permission denied: uid 65534") == 0;
-  });
-  EXPECT_EQ(rc, 0);
+  EXPECT_EQ(CallAsNobody(path_, {}), 10);
 }
 
 TEST_F(ControlServerTest, GroupMembersMayConnect) {
@@ -380,14 +414,10 @@ TEST_F(ControlServerTest, GroupMembersMayConnect) {
   struct stat st {};
   ASSERT_EQ(::stat(path_.c_str(), &st), 0);
   EXPECT_EQ(st.st_gid, gid);
-  std::string path = path_;
-  auto call_ok = [&] {
-    return ControlClient::ForSocket(path).Call("GET", "/v1/volumes/a/up", nullptr, 5).ok();
-  };
-  EXPECT_EQ(RunAsNobody({gid}, call_ok), 0);
-  EXPECT_EQ(RunAsNobody({}, call_ok), 1);  // file mode 0660 keeps it out
+  EXPECT_EQ(CallAsNobody(path_, {gid}), 0);
+  EXPECT_EQ(CallAsNobody(path_, {}), 11);  // file mode 0660 keeps it out (EACCES)
   ASSERT_EQ(::chmod(path_.c_str(), 0666), 0);
-  EXPECT_EQ(RunAsNobody({}, call_ok), 1);  // and so does SO_PEERCRED
+  EXPECT_EQ(CallAsNobody(path_, {}), 10);  // and so does SO_PEERCRED
 }
 
 // A fake daemon that answers every connection with fixed bytes.
