@@ -142,8 +142,7 @@ def mount(cleanup, dev, mnt):
 
 
 class Agent:
-    """One continuum agent with a private state dir, started in its own session
-    so a terminal Ctrl-C reaches the benchmark (which cleans up), not the agent."""
+    """A private agent, in its own session: a terminal Ctrl-C reaches only the benchmark."""
 
     def __init__(self, binary, run_dir, cleanup, tag="agent"):
         self.bin, self.cleanup, self.proc, self.peak = binary, cleanup, None, {}
@@ -209,24 +208,25 @@ class Agent:
         return out
 
     def stop(self, timeout=300):
-        if self.proc is None or self.proc.poll() is not None:
+        if self.proc is None:
             return
-        self.mem()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            log(f"agent pid {self.proc.pid} ignored SIGTERM for {timeout}s; killing it")
-            self.proc.kill()
-            self.proc.wait()
-            # Only this agent's leftovers: loops backed by its FUSE files, then its mount.
+        if self.proc.poll() is None:
+            self.mem()
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                log(f"agent pid {self.proc.pid} ignored SIGTERM for {timeout}s; killing it")
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.returncode != 0:  # crashed or killed: release only this agent's loops and mount
+            log(f"agent exited with {self.proc.returncode}; log tail:\n{self.log_tail()}")
             fuse_dir = os.path.join(self.state, "dev") + "/"
             for n in os.listdir("/sys/block"):
                 if "".join(read_lines(f"/sys/block/{n}/loop/backing_file")).startswith(fuse_dir):
                     run(["losetup", "-d", f"/dev/{n}"], check=False)
-            run(["umount", "-l", fuse_dir.rstrip("/")], check=False)
-        if self.proc.returncode not in (0, -signal.SIGKILL):
-            log(f"agent exited with {self.proc.returncode}; log tail:\n{self.log_tail()}")
+            if os.path.ismount(fuse_dir.rstrip("/")):
+                run(["umount", "-l", fuse_dir.rstrip("/")], check=False)
 
 
 def fio(dev, name, extra, runtime=None, timeout=900):
@@ -262,7 +262,7 @@ def summarize(lines):
     """Collapses repeats (timestamps, rounds, state dirs ignored); events: count, first ... last."""
     groups = {}
     for l in lines:
-        key = re.sub(r"^\[[^]]*\] (\S+Z )?", "", l)
+        key = re.sub(r"^(\[[^]]*\] )?(\S+Z )?", "", l)
         key = re.sub(r"/\S*-state/", "$STATE/", key)
         if m := re.match(r"(event \w+: [^:]*): (.*)", key):
             key, msg = m.group(1), m.group(2)

@@ -148,9 +148,10 @@ def main():
         plain, cdp = (sorted(runs[k], key=lambda r: r["tps"])[(args.rounds - 1) // 2] for k in ("plain", "cdp"))
         cdp["rss_hwm"] = max(r["rss_hwm"] for r in runs["cdp"])
         ratio = cdp["tps"] / plain["tps"] if plain["tps"] else 0.0
+        pairs = [c["tps"] / p["tps"] if p["tps"] else 0.0 for p, c in zip(runs["plain"], runs["cdp"])]
         data = {"size": args.size, "scale": args.scale, "clients": args.clients, "threads": args.threads,
                 "time": args.time, "rounds": args.rounds, "plain": plain, "cdp": cdp, "ratio": ratio,
-                "target": TARGET, "all_rounds": runs, "agent_problems": problems}
+                "target": TARGET, "round_ratios": pairs, "all_rounds": runs, "agent_problems": problems}
         if args.json:
             text = json.dumps(data, indent=2)
             if args.json == "-":
@@ -171,6 +172,8 @@ def main():
                       title=f"== pgbench: scale {args.scale}, -c {args.clients} -j {args.threads} -T {args.time}, "
                             f"{args.size} device, ext4, {'prefilled' if args.prefill else 'sparse'} backings, "
                             f"median of {args.rounds} round(s) =="))
+        if args.rounds > 1:
+            print(f"\nper-round TPS ratios (cdp/plain of the same round): {', '.join(f'{x:.2f}' for x in pairs)}")
         print(f"\ncdp volume after run: journal {B.mib(cdp['journal_bytes'])}, "
               f"{B.mib(cdp['bytes_written'])} written, state {cdp['state']}, "
               f"agent RSS {B.mib(cdp['rss'])} (VmHWM {B.mib(cdp['rss_hwm'])})")

@@ -226,6 +226,25 @@ std::shared_ptr<Segment> SegmentLog::Oldest() const {
   return segments_.begin()->second;
 }
 
+std::shared_ptr<Segment> SegmentLog::SegmentFor(uint64_t seq) const {
+  std::lock_guard lock(mu_);
+  auto it = segments_.upper_bound(seq);
+  if (it == segments_.begin()) return nullptr;
+  return std::prev(it)->second;
+}
+
+std::shared_ptr<Segment> SegmentLog::SegmentAfter(const Segment& seg) const {
+  std::lock_guard lock(mu_);
+  auto it = segments_.upper_bound(seg.first_seq);
+  if (it == segments_.end()) return nullptr;
+  return it->second;
+}
+
+uint64_t SegmentLog::BytesOf(const Segment& seg) const {
+  std::lock_guard lock(mu_);
+  return seg.bytes;
+}
+
 uint64_t SegmentLog::LastSeq() const {
   std::lock_guard lock(mu_);
   return last_seq_;

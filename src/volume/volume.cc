@@ -146,7 +146,7 @@ Status Volume::CheckWritable() const {
 }
 
 Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::vector<uint8_t> data,
-                               uint64_t length, uint32_t flags) {
+                               uint64_t length, uint32_t flags, uint64_t given_seq, int64_t given_ts) {
   std::unique_lock lock(mu_);
   // Backpressure: admitted-but-unapplied data is bounded by the cache size.
   space_cv_.wait(lock, [&] {
@@ -156,9 +156,17 @@ Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::ve
   if (stopping_) return Unavailable("volume " + cfg_.name + " is closing");
   CONTINUUM_RETURN_IF_ERROR(CheckWritable());
   auto rec = std::make_unique<Record>();
-  rec->seq = last_seq_ + 1;
-  // Timestamps never go backwards, so time -> seq lookups stay monotonic.
-  rec->ts_ns = std::max(WallNowNs(), last_ts_ns_);
+  if (given_seq != 0) {
+    // A replica takes the source's seq and time: points mean the same on both
+    // sides whatever the clocks of the two hosts say.
+    if (given_seq <= last_seq_) return last_seq_;
+    rec->seq = given_seq;
+    rec->ts_ns = std::max(given_ts, last_ts_ns_);
+  } else {
+    rec->seq = last_seq_ + 1;
+    // Timestamps never go backwards, so time -> seq lookups stay monotonic.
+    rec->ts_ns = std::max(WallNowNs(), last_ts_ns_);
+  }
   rec->kind = kind;
   rec->offset = offset;
   rec->length = length;
@@ -189,7 +197,7 @@ Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::ve
   }
   last_seq_ = rec->seq;
   last_ts_ns_ = rec->ts_ns;
-  if (kind != journal::WriteKind::kBookmark) {
+  if (kind == journal::WriteKind::kWrite || kind == journal::WriteKind::kZero) {
     for (uint64_t b = offset / cfg_.block_size; b < (offset + length) / cfg_.block_size; ++b) {
       const uint8_t* p = kind == journal::WriteKind::kWrite
                              ? rec->data.data() + (b * cfg_.block_size - offset)
@@ -289,14 +297,93 @@ Status Volume::Write(uint64_t offset, std::span<const uint8_t> data, bool fua) {
 }
 
 Status Volume::WriteAligned(uint64_t offset, std::span<const uint8_t> data) {
+  uint64_t last = 0;
   for (uint64_t done = 0; done < data.size();) {
     uint64_t n = std::min<uint64_t>(kMaxRecordBytes, data.size() - done);
     std::vector<uint8_t> copy(data.begin() + done, data.begin() + done + n);
     auto seq = Admit(journal::WriteKind::kWrite, offset + done, std::move(copy), n, 0);
     if (!seq.ok()) return seq.status();
+    last = *seq;
     done += n;
   }
-  return Status::Ok();
+  return WaitAck(last);
+}
+
+Status Volume::WaitAck(uint64_t seq) {
+  std::shared_ptr<AckWaiter> waiter;
+  {
+    std::lock_guard lock(mu_);
+    waiter = ack_waiter_;
+  }
+  if (!waiter || seq == 0) return Status::Ok();
+  return (*waiter)(seq);
+}
+
+void Volume::SetAckWaiter(AckWaiter waiter) {
+  std::lock_guard lock(mu_);
+  ack_waiter_ = waiter ? std::make_shared<AckWaiter>(std::move(waiter)) : nullptr;
+}
+
+std::shared_ptr<StreamCursor> Volume::AddCursor(uint64_t acked) {
+  auto c = std::make_shared<StreamCursor>();
+  c->acked = acked;
+  std::lock_guard lock(mu_);
+  cursors_.push_back(c);
+  return c;
+}
+
+uint64_t Volume::LastSeq() const {
+  std::lock_guard lock(mu_);
+  return last_seq_;
+}
+
+Result<uint64_t> Volume::AppendResync(const std::vector<ChangedExtent>& extents) {
+  uint64_t last = 0;
+  for (const auto& e : extents) {
+    for (uint64_t done = 0; done < e.length;) {
+      uint64_t n = std::min<uint64_t>(1ull << 20, e.length - done);
+      CONTINUUM_ASSIGN_OR_RETURN(last, Admit(journal::WriteKind::kResync, e.offset + done, {}, n, 0));
+      done += n;
+    }
+  }
+  return last;
+}
+
+Result<uint64_t> Volume::ReadCurrent(uint64_t offset, std::span<uint8_t> out) {
+  // Under mu_ no write can be admitted, so the contents and the seq agree:
+  // queued writes are read from the queue, the rest from the mirror.
+  std::lock_guard lock(mu_);
+  const uint32_t bs = cfg_.block_size;
+  if (offset % bs != 0 || out.size() % bs != 0 || offset + out.size() > cfg_.size) {
+    return InvalidArgument("volume " + cfg_.name + ": unaligned resync read");
+  }
+  CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
+  for (uint64_t i = 0; i < out.size() / bs && !pending_blocks_.empty(); ++i) {
+    auto it = pending_blocks_.find(offset / bs + i);
+    if (it == pending_blocks_.end()) continue;
+    if (it->second.data) {
+      std::memcpy(out.data() + i * bs, it->second.data, bs);
+    } else {
+      std::memset(out.data() + i * bs, 0, bs);
+    }
+  }
+  return last_seq_;
+}
+
+Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data) {
+  auto kind = static_cast<journal::WriteKind>(h.kind);
+  if (kind != journal::WriteKind::kWrite && kind != journal::WriteKind::kZero &&
+      kind != journal::WriteKind::kBookmark) {
+    return InvalidArgument("volume " + cfg_.name + ": cannot replicate record kind " + std::to_string(h.kind));
+  }
+  if (kind != journal::WriteKind::kBookmark &&
+      (h.offset % cfg_.block_size != 0 || h.length % cfg_.block_size != 0 || h.offset + h.length > cfg_.size ||
+       (kind == journal::WriteKind::kWrite && data.size() != h.length))) {
+    return InvalidArgument("volume " + cfg_.name + ": replicated record seq " + std::to_string(h.seq) +
+                           " has a bad range");
+  }
+  auto seq = Admit(kind, h.offset, std::move(data), h.length, h.flags, h.seq, h.ts_ns);
+  return seq.status();
 }
 
 Status Volume::Flush() {
@@ -311,7 +398,7 @@ Status Volume::Flush() {
   // survives a crash (recovery re-applies it).
   Status st = wlog_->Sync();
   if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": flush write log");
-  return Status::Ok();
+  return WaitAck(LastSeq());
 }
 
 Status Volume::Trim(uint64_t offset, uint64_t length) { return WriteZeroes(offset, length, false); }
@@ -332,12 +419,15 @@ Status Volume::WriteZeroes(uint64_t offset, uint64_t length, bool fua) {
     std::vector<uint8_t> zeros(start - offset, 0);
     CONTINUUM_RETURN_IF_ERROR(Write(offset, zeros, false));
   }
+  uint64_t last = 0;
   for (uint64_t pos = start; pos < end;) {
     uint64_t n = std::min<uint64_t>(kMaxZeroRecord, end - pos);
     auto seq = Admit(journal::WriteKind::kZero, pos, {}, n, 0);
     if (!seq.ok()) return seq.status();
+    last = *seq;
     pos += n;
   }
+  CONTINUUM_RETURN_IF_ERROR(WaitAck(last));
   if (offset + length > end) {
     std::vector<uint8_t> zeros(offset + length - end, 0);
     CONTINUUM_RETURN_IF_ERROR(Write(end, zeros, false));

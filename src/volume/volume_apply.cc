@@ -55,7 +55,7 @@ void Volume::ApplyLoop() {
       {
         std::lock_guard lock(mu_);
         for (Record* rec : batch) {
-          if (rec->kind != journal::WriteKind::kBookmark) {
+          if (rec->kind == journal::WriteKind::kWrite || rec->kind == journal::WriteKind::kZero) {
             for (uint64_t b = rec->offset / cfg_.block_size;
                  b < (rec->offset + rec->length) / cfg_.block_size; ++b) {
               auto it = pending_blocks_.find(b);
@@ -108,6 +108,10 @@ Status Volume::ApplyBatch(std::vector<Record*>& batch) {
         CONTINUUM_RETURN_IF_ERROR(cdp_->AppendBookmark(rec->seq, rec->ts_ns, label, rec->flags));
         continue;
       }
+      if (rec->kind == journal::WriteKind::kResync) {
+        cdp_->NoteSeq(rec->seq, rec->ts_ns);  // contents unchanged: nothing to undo
+        continue;
+      }
       uint64_t first = rec->offset / bs;
       uint64_t nblocks = rec->length / bs;
       // Large zero ranges are captured in 4 MiB pieces to bound memory.
@@ -152,7 +156,9 @@ Status Volume::ApplyBatch(std::vector<Record*>& batch) {
   }
   mirror_lock.unlock();
   for (Record* rec : batch) {
-    if (rec->kind != journal::WriteKind::kBookmark) tracker_->Mark(rec->offset, rec->length);
+    if (rec->kind == journal::WriteKind::kWrite || rec->kind == journal::WriteKind::kZero) {
+      tracker_->Mark(rec->offset, rec->length);
+    }
   }
   return Status::Ok();
 }
@@ -192,7 +198,7 @@ Status Volume::Checkpoint() {
       for (const auto& e : *events) Emit(e.kind, e.message);
     }
   }
-  if (applied == checkpoint_seq_) return Status::Ok();
+  if (applied == checkpoint_seq_) return TrimWriteLog(applied);
   // Ordering: mirror durable -> bitmaps saved (covering `applied`) ->
   // checkpoint names `applied` -> write-log records through it removed.
   Status st = mirror_->DataSync();
@@ -202,7 +208,20 @@ Status Volume::Checkpoint() {
   CONTINUUM_RETURN_IF_ERROR(io::WriteFileAtomic(dir_ + "/checkpoint.json", j.dump() + "\n"));
   checkpoint_seq_ = applied;
   skip_undo_through_ = std::min(skip_undo_through_, applied);
-  auto trimmed = wlog_->TrimThrough(applied);
+  return TrimWriteLog(applied);
+}
+
+Status Volume::TrimWriteLog(uint64_t applied) {
+  // Replication targets may still need records the mirror already has.
+  uint64_t keep_after = std::min(applied, checkpoint_seq_);
+  {
+    std::lock_guard lock(mu_);
+    std::erase_if(cursors_, [](const std::weak_ptr<StreamCursor>& w) { return w.expired(); });
+    for (const auto& w : cursors_) {
+      if (auto c = w.lock()) keep_after = std::min<uint64_t>(keep_after, c->acked.load());
+    }
+  }
+  auto trimmed = wlog_->TrimThrough(keep_after);
   if (!trimmed.ok()) return trimmed.status();
   return Status::Ok();
 }

@@ -34,6 +34,8 @@ enum class WriteKind : uint16_t {
   kWrite = 1,     // payload = new data for [offset, offset+length)
   kZero = 2,      // trim / write-zeroes: range reads as zeros; no payload
   kBookmark = 3,  // payload = label (UTF-8); offset/length unused
+  kResync = 4,    // no payload: replication targets get the range's current
+                  // contents (initial sync, resync); the local apply skips it
 };
 
 // Undo-journal kinds (before-images).
@@ -46,6 +48,7 @@ enum class UndoKind : uint16_t {
 inline constexpr uint32_t kFlagEndOfSeq = 1u << 0;      // last undo record of its seq
 inline constexpr uint32_t kFlagConsistent = 1u << 1;    // application-consistent bookmark
 inline constexpr uint32_t kFlagRollbackMark = 1u << 2;  // bookmark written by a rollback
+inline constexpr uint32_t kFlagResyncData = 1u << 3;    // replicated write carrying resync data
 
 // Fills the checksums of `h` for `payload`.
 void SealHeader(RecordHeader* h, std::span<const uint8_t> payload);

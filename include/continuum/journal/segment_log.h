@@ -86,6 +86,13 @@ class SegmentLog {
   // Oldest segment (nullptr when the log is empty).
   std::shared_ptr<Segment> Oldest() const;
   uint64_t LastSeq() const;
+  // For readers that follow the log: the segment holding `seq` (the newest
+  // with first_seq <= seq), or nullptr when `seq` was trimmed away or the log
+  // is empty; and the segment after `seg` (nullptr if `seg` is the newest).
+  std::shared_ptr<Segment> SegmentFor(uint64_t seq) const;
+  std::shared_ptr<Segment> SegmentAfter(const Segment& seg) const;
+  // Valid bytes of `seg` now (appends grow it under the log's lock).
+  uint64_t BytesOf(const Segment& seg) const;
   // Damage found by Open (only with tolerate_damage).
   const std::vector<DamagedSegment>& Damage() const { return damage_; }
   const std::string& dir() const { return opts_.dir; }

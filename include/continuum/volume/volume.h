@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -22,6 +23,16 @@
 namespace continuum::volume {
 
 class VolumeView;
+
+// A replication target's position in the volume's write stream. The write
+// log keeps every record after the lowest `acked` of all live cursors.
+struct StreamCursor {
+  std::atomic<uint64_t> acked{0};
+};
+
+// Called after a write or flush is admitted with the seq it must wait for;
+// used by sync replication to hold the caller until targets have it.
+using AckWaiter = std::function<Status(uint64_t seq)>;
 
 struct VolumeConfig {
   std::string name;
@@ -97,6 +108,22 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   // the pipeline, after a bookmark that marks the state before; returns it.
   Result<cdp::Bookmark> Rollback(const cdp::Point& point);
 
+  // --- replication source ---
+  std::shared_ptr<StreamCursor> AddCursor(uint64_t acked);
+  void SetAckWaiter(AckWaiter waiter);
+  const journal::SegmentLog* write_log() const { return wlog_.get(); }
+  // Appends kResync records (at most 1 MiB each) covering `extents`; targets
+  // receive the ranges' contents as of when they ship them. Returns the seq of the last.
+  Result<uint64_t> AppendResync(const std::vector<ChangedExtent>& extents);
+  // The current contents of a range and the newest seq they include.
+  Result<uint64_t> ReadCurrent(uint64_t offset, std::span<uint8_t> out);
+
+  // --- replica side ---
+  // Admits a write received from the source with the source's seq and time.
+  // Seqs at or below the newest admitted are ignored (a resend).
+  Status AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data);
+  uint64_t LastSeq() const;
+
   VolumeStats Stats() const;
   const VolumeConfig& config() const { return cfg_; }
   cdp::CdpStore* cdp() { return cdp_.get(); }
@@ -123,13 +150,15 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
       : cfg_(std::move(cfg)), dir_(std::move(dir)), events_(std::move(events)) {}
   Status Recover();
   Result<uint64_t> Admit(journal::WriteKind kind, uint64_t offset, std::vector<uint8_t> data,
-                         uint64_t length, uint32_t flags);
+                         uint64_t length, uint32_t flags, uint64_t given_seq = 0, int64_t given_ts = 0);
+  Status WaitAck(uint64_t seq);
   Status WriteAligned(uint64_t offset, std::span<const uint8_t> data);
   Status ReadMirror(uint64_t offset, std::span<uint8_t> out) const;
   Status ZeroMirror(uint64_t offset, uint64_t length);
   void ApplyLoop();
   Status ApplyBatch(std::vector<Record*>& batch);
   Status Checkpoint();
+  Status TrimWriteLog(uint64_t applied);
   Status CheckWritable() const;
   Status WaitApplied(uint64_t seq);
   void Emit(const std::string& kind, const std::string& message);
@@ -161,6 +190,8 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   Status apply_error_;                                         // GUARDED_BY(mu_)
   Status admit_error_;  // GUARDED_BY(mu_): last write-log failure, cleared by a good append
   uint64_t writes_ = 0, bytes_written_ = 0, flushes_ = 0;     // GUARDED_BY(mu_)
+  std::vector<std::weak_ptr<StreamCursor>> cursors_;           // GUARDED_BY(mu_)
+  std::shared_ptr<AckWaiter> ack_waiter_;                      // GUARDED_BY(mu_)
   std::mutex rmw_mu_;  // serializes unaligned read-modify-write
   mutable std::shared_mutex mirror_mu_;
   std::thread apply_thread_;

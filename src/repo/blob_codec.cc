@@ -1,0 +1,70 @@
+#include "repo/blob_codec.h"
+
+#include <zstd.h>
+
+namespace continuum::repo {
+
+struct BlobCodec::Contexts {
+  ZSTD_CCtx* cctx = nullptr;
+  ZSTD_DCtx* dctx = nullptr;
+  ~Contexts() {
+    ZSTD_freeCCtx(cctx);
+    ZSTD_freeDCtx(dctx);
+  }
+};
+
+BlobCodec::BlobCodec(Crypto* crypto, int level) : crypto_(crypto), level_(level), ctx_(std::make_unique<Contexts>()) {
+  ctx_->cctx = ZSTD_createCCtx();
+  ctx_->dctx = ZSTD_createDCtx();
+}
+
+BlobCodec::~BlobCodec() = default;
+
+Result<PackEntry> BlobCodec::EncodeAppend(BlobType type, const BlobId& id, std::span<const uint8_t> data,
+                                          std::vector<uint8_t>* out) {
+  if (data.size() > kMaxBlobRawBytes) {
+    return InvalidArgument("blob of " + std::to_string(data.size()) + " bytes exceeds the 64 MiB limit");
+  }
+  PackEntry e;
+  e.id = id;
+  e.type = type;
+  e.raw_len = static_cast<uint32_t>(data.size());
+  e.offset = out->size();
+  std::span<const uint8_t> payload = data;
+  if (level_ != 0 && ctx_->cctx && data.size() >= 64) {
+    scratch_.resize(ZSTD_compressBound(data.size()));
+    size_t n = ZSTD_compressCCtx(ctx_->cctx, scratch_.data(), scratch_.size(), data.data(), data.size(), level_);
+    // Incompressible data (already compressed, encrypted) is stored as is: the
+    // reader then skips decompression, and the stored size never grows.
+    if (!ZSTD_isError(n) && n < data.size()) {
+      payload = {scratch_.data(), n};
+      e.compression = 1;
+    }
+  }
+  auto aad = PackFormat::BlobAad(type, id);
+  CONTINUUM_RETURN_IF_ERROR(crypto_->SealAppend(aad, payload, out));
+  e.stored_len = static_cast<uint32_t>(out->size() - e.offset);
+  return e;
+}
+
+Result<std::vector<uint8_t>> BlobCodec::Decode(const PackEntry& entry, std::span<const uint8_t> stored,
+                                               const std::string& where) {
+  auto aad = PackFormat::BlobAad(entry.type, entry.id);
+  std::string what = "blob " + entry.id.Hex() + " in " + where;
+  CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> plain, crypto_->Open(aad, stored, what));
+  if (entry.compression == 1) {
+    if (!ctx_->dctx) return Internal("zstd: cannot create a decompression context");
+    // raw_len comes from an authenticated header but is still bounded by the
+    // format's blob limit (checked when the entry was decoded).
+    std::vector<uint8_t> raw(entry.raw_len);
+    size_t n = ZSTD_decompressDCtx(ctx_->dctx, raw.data(), raw.size(), plain.data(), plain.size());
+    if (ZSTD_isError(n) || n != entry.raw_len) return DataLoss(what + ": zstd frame does not decode to its length");
+    plain = std::move(raw);
+  } else if (plain.size() != entry.raw_len) {
+    return DataLoss(what + ": length " + std::to_string(plain.size()) + " differs from the index");
+  }
+  if (crypto_->Id(entry.type, plain) != entry.id) return DataLoss(what + ": content does not match its id");
+  return plain;
+}
+
+}  // namespace continuum::repo

@@ -1,0 +1,237 @@
+#include "continuum/repo/local_backend.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
+
+#include "continuum/common/time_util.h"
+#include "continuum/io/file.h"
+#include "repo/crypto.h"
+#include "repo/process_info.h"
+
+namespace continuum::repo {
+
+namespace {
+
+const char* KindDir(FileKind kind) {
+  switch (kind) {
+    case FileKind::kConfig: return "";
+    case FileKind::kKey: return "keys";
+    case FileKind::kPack: return "data";
+    case FileKind::kIndex: return "index";
+    case FileKind::kManifest: return "manifests";
+    case FileKind::kLock: return "locks";
+  }
+  return "";
+}
+
+Result<std::vector<std::string>> ListDir(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) {
+    if (errno == ENOENT) return out;  // a tool that drops empty directories
+    return PosixError("list " + dir, errno);
+  }
+  while (struct dirent* e = ::readdir(d)) out.emplace_back(e->d_name);
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+// Renames without replacing an existing target. renameat2 is not supported on
+// every filesystem; link+unlink gives the same guarantee there.
+int RenameNoReplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  if (::link(from.c_str(), to.c_str()) != 0) return errno;
+  ::unlink(from.c_str());
+  return 0;
+}
+
+std::string RandomHex8() {
+  uint8_t r[8] = {};
+  RandomBytes(r).IgnoreError();  // a weak name only risks an O_EXCL retry
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string s;
+  for (uint8_t b : r) {
+    s += kDigits[b >> 4];
+    s += kDigits[b & 15];
+  }
+  return s;
+}
+
+}  // namespace
+
+std::string_view FileKindName(FileKind kind) {
+  switch (kind) {
+    case FileKind::kConfig: return "config";
+    case FileKind::kKey: return "key";
+    case FileKind::kPack: return "pack";
+    case FileKind::kIndex: return "index";
+    case FileKind::kManifest: return "manifest";
+    case FileKind::kLock: return "lock";
+  }
+  return "file";
+}
+
+LocalBackend::LocalBackend(std::string root) : root_(std::move(root)) {
+  while (root_.size() > 1 && root_.back() == '/') root_.pop_back();
+}
+
+std::string LocalBackend::Dir(FileKind kind, const std::string& name) const {
+  if (kind == FileKind::kConfig) return root_;
+  std::string dir = root_ + "/" + KindDir(kind);
+  if (kind == FileKind::kPack) dir += "/" + name.substr(0, 2);
+  return dir;
+}
+
+std::string LocalBackend::Describe(FileKind kind, const std::string& name) const {
+  if (kind == FileKind::kConfig) return root_ + "/config";
+  return Dir(kind, name) + "/" + name;
+}
+
+Status LocalBackend::Create() {
+  if (io::PathExists(root_ + "/config")) return AlreadyExists("a repository already exists at " + root_);
+  CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(root_, 0700));
+  for (const char* d : {"keys", "data", "index", "manifests", "locks", "tmp"}) {
+    CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(root_ + "/" + d, 0700));
+  }
+  static constexpr char kDigits[] = "0123456789abcdef";
+  for (int i = 0; i < 256; ++i) {
+    std::string sub = root_ + "/data/" + kDigits[i >> 4] + kDigits[i & 15];
+    CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(sub, 0700));
+  }
+  CONTINUUM_RETURN_IF_ERROR(io::SyncDir(root_ + "/data"));
+  return io::SyncDir(root_);
+}
+
+Status LocalBackend::Write(FileKind kind, const std::string& name, std::span<const uint8_t> data, bool replace) {
+  std::string final_path = Describe(kind, name);
+  std::string context = "store " + final_path;
+  std::string tmp_dir = root_ + "/tmp";
+  std::string tmp = tmp_dir + "/" + std::to_string(::getpid()) + "-" + RandomHex8() + "-" + HostName();
+  if (!io::PathExists(tmp_dir)) CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(tmp_dir, 0700).WithContext(context));
+  Status st;
+  {
+    auto f = io::File::Open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
+    if (!f.ok()) return f.status().WithContext(context);
+    st = (*f)->PWrite(0, data);
+    // fsync before rename: the final name must never point at unwritten data.
+    if (st.ok()) st = (*f)->Sync();
+  }
+  std::string dir = Dir(kind, name);
+  if (st.ok() && !io::PathExists(dir)) st = io::MakeDirs(dir, 0700);
+  if (st.ok()) {
+    int err = 0;
+    if (replace) {
+      err = ::rename(tmp.c_str(), final_path.c_str()) == 0 ? 0 : errno;
+    } else {
+      err = RenameNoReplace(tmp, final_path);
+    }
+    if (err == EEXIST) {
+      ::unlink(tmp.c_str());
+      return AlreadyExists(final_path + " already exists");
+    }
+    if (err != 0) st = PosixError("rename " + tmp, err);
+  }
+  if (!st.ok()) {
+    ::unlink(tmp.c_str());  // best effort; CleanTemporary catches what is left
+    return st.WithContext(context);
+  }
+  // The rename is durable only once the directory is.
+  return io::SyncDir(dir).WithContext(context);
+}
+
+Result<std::vector<uint8_t>> LocalBackend::Read(FileKind kind, const std::string& name, uint64_t max_bytes) {
+  std::string path = Describe(kind, name);
+  CONTINUUM_ASSIGN_OR_RETURN(auto f, io::File::Open(path, O_RDONLY));
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t size, f->Size());
+  if (size > max_bytes) {
+    return DataLoss(path + " has " + std::to_string(size) + " bytes, more than the " + std::to_string(max_bytes) +
+                    " a " + std::string(FileKindName(kind)) + " may have");
+  }
+  std::vector<uint8_t> out(size);
+  CONTINUUM_RETURN_IF_ERROR(f->PRead(0, out));
+  return out;
+}
+
+Result<std::vector<uint8_t>> LocalBackend::ReadAt(FileKind kind, const std::string& name, uint64_t offset,
+                                                  uint64_t length) {
+  std::string path = Describe(kind, name);
+  if (length > (1ull << 32)) return InvalidArgument("read " + path + ": length " + std::to_string(length) + " too large");
+  CONTINUUM_ASSIGN_OR_RETURN(auto f, io::File::Open(path, O_RDONLY));
+  std::vector<uint8_t> out(length);
+  CONTINUUM_RETURN_IF_ERROR(f->PRead(offset, out));
+  return out;
+}
+
+Result<uint64_t> LocalBackend::Size(FileKind kind, const std::string& name) {
+  std::string path = Describe(kind, name);
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return PosixError("stat " + path, errno);
+  return static_cast<uint64_t>(st.st_size);
+}
+
+Result<std::vector<std::string>> LocalBackend::List(FileKind kind) {
+  std::vector<std::string> out;
+  if (kind == FileKind::kConfig) {
+    if (io::PathExists(root_ + "/config")) out.push_back("config");
+    return out;
+  }
+  std::string base = root_ + "/" + KindDir(kind);
+  if (kind != FileKind::kPack) {
+    CONTINUUM_ASSIGN_OR_RETURN(auto names, ListDir(base));
+    for (auto& n : names) {
+      if (IsHexName(n)) out.push_back(std::move(n));
+    }
+    return out;
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto subs, ListDir(base));
+  for (const auto& sub : subs) {
+    if (sub.size() != 2) continue;
+    CONTINUUM_ASSIGN_OR_RETURN(auto names, ListDir(base + "/" + sub));
+    for (auto& n : names) {
+      if (IsHexName(n) && n.compare(0, 2, sub) == 0) out.push_back(std::move(n));
+    }
+  }
+  return out;
+}
+
+Status LocalBackend::Remove(FileKind kind, const std::string& name) {
+  std::string path = Describe(kind, name);
+  if (::unlink(path.c_str()) != 0) return PosixError("remove " + path, errno);
+  return io::SyncDir(Dir(kind, name)).WithContext("remove " + path);
+}
+
+Result<size_t> LocalBackend::CleanTemporary(int64_t older_than_ns) {
+  std::string dir = root_ + "/tmp";
+  CONTINUUM_ASSIGN_OR_RETURN(auto names, ListDir(dir));
+  std::string host = HostName();
+  int64_t now = WallNowNs();
+  size_t removed = 0;
+  for (const auto& n : names) {
+    if (n == "." || n == "..") continue;
+    std::string path = dir + "/" + n;
+    bool gone = false;
+    // Name: <pid>-<16 hex>-<host>; see Write.
+    size_t dash1 = n.find('-');
+    if (dash1 != std::string::npos && n.size() > dash1 + 18 && n[dash1 + 17] == '-') {
+      pid_t pid = static_cast<pid_t>(std::strtol(n.substr(0, dash1).c_str(), nullptr, 10));
+      gone = n.substr(dash1 + 18) == host && pid != ::getpid() && ProcessStartTicks(pid) == 0;
+    }
+    struct stat st;
+    if (::lstat(path.c_str(), &st) != 0) continue;  // removed by its writer meanwhile
+    int64_t mtime = static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec;
+    if (!gone && now - mtime < older_than_ns) continue;
+    if (::unlink(path.c_str()) == 0) ++removed;
+  }
+  return removed;
+}
+
+}  // namespace continuum::repo
