@@ -19,6 +19,7 @@ import statistics
 import sys
 import time
 
+sys.dont_write_bytecode = True  # keep the source tree clean
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
@@ -119,7 +120,8 @@ def report(data):
             r = data[mode]["results"][key]
             ratio = r["mbps"] / base[key]["mbps"] if base[key]["mbps"] else 0.0
             tgt = TARGETS.get(mode)
-            spread = "-".join(f"{x:.0f}" for x in (min(r["rounds_mbps"]), max(r["rounds_mbps"])))
+            rm = r["rounds_mbps"]
+            spread = f"{min(rm):.0f}-{max(rm):.0f}" if len(rm) > 1 else "-"
             rows.append([label if mode == "plain" else "", mode, f"{r['mbps']:.1f}", spread, f"{r['iops']:.0f}",
                          f"{r['lat_us']:.0f}", f"{r['p99_us']:.0f}",
                          "1.00 (base)" if mode == "plain" else f"{ratio:.2f}",
