@@ -14,6 +14,9 @@
 #include "agent/routes.h"
 #include "agent/volume_manager_internal.h"
 #include "continuum/agent/event_log.h"
+#include "continuum/agent/replication_manager.h"
+#include "continuum/net/listener.h"
+#include "continuum/replication/receiver.h"
 #include "continuum/agent/volume_manager.h"
 #include "continuum/api/control_server.h"
 #include "continuum/common/log.h"
@@ -111,12 +114,41 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
     std::fprintf(stderr, "error: %s\n", manager.status().message().c_str());
     return 1;
   }
+  net::TlsOptions tls{.pki_dir = opts.pki_dir, .name = opts.name, .insecure = opts.insecure};
+  if (!opts.insecure && (opts.pki_dir.empty() || opts.name.empty()) && (opts.server || !opts.pki_dir.empty())) {
+    std::fprintf(stderr, "error: replication needs --pki DIR and --name NAME (or --insecure for plaintext)\n");
+    (*manager)->Shutdown();
+    return 2;
+  }
+  std::string name = opts.name.empty() ? "agent" : opts.name;
+  ReplicationManager replication(manager->get(), tls, name);
+  ServerReplicaProvider provider(manager->get());
+  std::unique_ptr<replication::Receiver> receiver;
+  if (opts.server) {
+    auto listener = net::Listener::Listen(opts.listen, tls);
+    if (!listener.ok()) {
+      std::fprintf(stderr, "error: %s\n", listener.status().message().c_str());
+      (*manager)->Shutdown();
+      return 1;
+    }
+    auto r = replication::Receiver::Start(std::move(listener).value(), &provider);
+    if (!r.ok()) {
+      std::fprintf(stderr, "error: %s\n", r.status().message().c_str());
+      (*manager)->Shutdown();
+      return 1;
+    }
+    receiver = std::move(r).value();
+    log->info("receiving replication on {}", receiver->Address());
+  }
+  replication.ResumeAll();
   api::Router router;
-  RegisterRoutes(&router, manager->get(), &events);
+  RegisterRoutes(&router, manager->get(), &events, &replication, opts.server ? "server" : "agent");
   auto server = api::ControlServer::Start(
       {.socket_path = opts.control, .group = opts.control_group, .threads = 8}, std::move(router));
   if (!server.ok()) {
     std::fprintf(stderr, "error: %s\n", server.status().message().c_str());
+    if (receiver) receiver->Stop();
+    replication.StopAll();
     (*manager)->Shutdown();
     return 1;
   }
@@ -131,6 +163,8 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
   }
   log->info("signal {}: shutting down", sig);
   (*server)->Stop();
+  if (receiver) receiver->Stop();
+  replication.StopAll();
   (*manager)->Shutdown();
   events.Add("", "agent_stopped", "clean shutdown");
   ::close(lock_fd);

@@ -46,9 +46,31 @@ Result<T> Field(const json& j, const char* key, T fallback) {
 
 }  // namespace
 
-void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events) {
-  r->Get("/v1/health", [](const Request&) {
-    return JsonResponse({{"status", "ok"}, {"pid", ::getpid()}, {"version", "0.1.0"}, {"role", "agent"}});
+void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, ReplicationManager* repl,
+                    const std::string& role) {
+  r->Get("/v1/health", [role](const Request&) {
+    return JsonResponse({{"status", "ok"}, {"pid", ::getpid()}, {"version", "0.1.0"}, {"role", role}});
+  });
+  r->Get("/v1/replicas", [m](const Request&) { return JsonResponse(m->ListReplicas()); });
+  r->Get("/v1/volumes/{name}/targets", [repl](const Request& req) {
+    return Reply(repl->Targets(req.path_params.at("name")));
+  });
+  r->Post("/v1/volumes/{name}/targets", [repl](const Request& req) -> Response {
+    auto b = Body(req);
+    if (!b.ok()) return ErrorResponse(b.status());
+    auto to = Field<std::string>(*b, "to", "");
+    auto mode = Field<std::string>(*b, "mode", "async");
+    if (!to.ok()) return ErrorResponse(to.status());
+    if (!mode.ok()) return ErrorResponse(mode.status());
+    if (to->empty()) return ErrorResponse(InvalidArgument("--to HOST:PORT is required"));
+    return Reply(repl->Replicate(req.path_params.at("name"), *to, *mode), 201);
+  });
+  r->Post("/v1/volumes/{name}/targets/remove", [repl](const Request& req) -> Response {
+    auto b = Body(req);
+    if (!b.ok()) return ErrorResponse(b.status());
+    auto to = Field<std::string>(*b, "to", "");
+    if (!to.ok()) return ErrorResponse(to.status());
+    return Reply(repl->Unreplicate(req.path_params.at("name"), *to), json{{"removed", *to}});
   });
   r->Get("/v1/volumes", [m](const Request&) { return JsonResponse(m->DescribeAll()); });
   r->Post("/v1/volumes", [m](const Request& req) -> Response {

@@ -129,6 +129,15 @@ Status VolumeManager::LoadAll() {
       m->desired_up = j.value("desired_up", false);
       m->next_schedule_id = j.value("next_schedule_id", 1ull);
       m->exports = j.value("exports", std::vector<std::string>{});
+      if (j.contains("replica")) {
+        const auto& r = j["replica"];
+        m->replica = true;
+        m->source = r.value("source", "");
+        m->source_volume = r.value("volume", "");
+        m->resync_active = r.value("resync_active", false);
+        m->resync_first = r.value("resync_first", 0ull);
+        m->consistent_from = r.value("consistent_from", 0ull);
+      }
       for (const auto& s : j.value("schedules", nlohmann::json::array())) {
         m->schedules.push_back({s.at("id").get<uint64_t>(), s.value("every_ns", 0ll), s.value("daily", ""),
                                 s.value("consistent", false), s.value("last_run_ns", 0ll)});
@@ -198,6 +207,10 @@ Status VolumeManager::SaveRecord(const Managed& m) {
                    {"schedules", schedules},
                    {"next_schedule_id", m.next_schedule_id},
                    {"exports", m.exports}};
+  if (m.replica) {
+    j["replica"] = {{"source", m.source}, {"volume", m.source_volume}, {"resync_active", m.resync_active},
+                    {"resync_first", m.resync_first}, {"consistent_from", m.consistent_from}};
+  }
   return io::WriteFileAtomic(VolumeDir(m.cfg.name) + "/volume.json", j.dump(2) + "\n");
 }
 
@@ -218,6 +231,11 @@ Result<std::shared_ptr<volume::Volume>> VolumeManager::Healthy(Managed* m) {
 }
 
 Result<nlohmann::json> VolumeManager::Create(const CreateVolumeRequest& req) {
+  return CreateInternal(req, false, nullptr);
+}
+
+Result<nlohmann::json> VolumeManager::CreateInternal(const CreateVolumeRequest& req, bool allow_state_dir,
+                                                     const std::function<void(Managed*)>& init) {
   CONTINUUM_RETURN_IF_ERROR(ValidateVolumeName(req.name));
   if (req.backing.empty()) return InvalidArgument("--backing is required");
   std::string backing = std::filesystem::absolute(req.backing).lexically_normal().string();
@@ -230,7 +248,7 @@ Result<nlohmann::json> VolumeManager::Create(const CreateVolumeRequest& req) {
       }
     }
   }
-  if (backing.rfind(opts_.state_dir + "/", 0) == 0 || backing.rfind(fuse_->mountpoint(), 0) == 0) {
+  if (!allow_state_dir && (backing.rfind(opts_.state_dir + "/", 0) == 0 || backing.rfind(fuse_->mountpoint(), 0) == 0)) {
     return InvalidArgument("backing " + backing + " is inside the agent's state directory");
   }
   uint64_t size = req.size;
@@ -285,6 +303,7 @@ Result<nlohmann::json> VolumeManager::Create(const CreateVolumeRequest& req) {
   if (m->cfg.cdp && m->cfg.journal_bytes < (8ull << 20)) {
     return InvalidArgument("--journal-size must be at least 8M");
   }
+  if (init) init(m.get());
   std::string dir = VolumeDir(req.name);
   if (io::PathExists(dir)) std::filesystem::remove_all(dir);
   CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(dir, 0700));
@@ -324,6 +343,10 @@ Status VolumeManager::Delete(const std::string& name) {
 
 Result<std::string> VolumeManager::UpLocked(Managed* m) {
   if (m->loop) return m->device;
+  if (m->replica) {
+    return FailedPrecondition("volume " + m->cfg.name + " is a replica of " + m->source + ":" + m->source_volume +
+                              " and is written only by replication; open a view of it instead");
+  }
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, Healthy(m));
   std::string file = FuseVolumeFile(m->cfg.name);
   CONTINUUM_RETURN_IF_ERROR(fuse_->AddFile(file, vol));
@@ -407,6 +430,11 @@ Result<nlohmann::json> VolumeManager::Describe(const std::string& name) {
   j["bytes_written"] = s.bytes_written;
   j["flushes"] = s.flushes;
   j["write_log_bytes"] = s.wlog_bytes;
+  if (m->replica) {
+    j["replica"] = {{"source", m->source}, {"volume", m->source_volume}, {"attached", m->attached},
+                    {"resyncing", m->resync_active}, {"consistent_from", m->consistent_from}};
+    j["state"] = !s.error.empty() ? "failed" : (m->resync_active ? "syncing" : (m->attached ? "replicating" : "idle"));
+  }
   if (m->cfg.cdp) {
     j["journal_bytes"] = s.journal_bytes;
     j["oldest_point"] = PointJson(s.oldest);
@@ -497,6 +525,97 @@ void VolumeManager::Shutdown() {
     }
   }
   if (fuse_) fuse_->Stop().IgnoreError();
+}
+
+Result<std::shared_ptr<volume::Volume>> VolumeManager::GetVolume(const std::string& name) {
+  CONTINUUM_ASSIGN_OR_RETURN(auto m, Find(name));
+  return Healthy(m.get());
+}
+
+Result<VolumeManager::ReplicaRef> VolumeManager::AttachReplica(const std::string& name, uint64_t size,
+                                                               const std::string& source,
+                                                               const std::string& source_volume) {
+  CONTINUUM_RETURN_IF_ERROR(ValidateVolumeName(name));
+  std::shared_ptr<Managed> m;
+  bool created = false;
+  {
+    std::lock_guard lock(mu_);
+    auto it = volumes_.find(name);
+    if (it != volumes_.end()) m = it->second;
+  }
+  if (!m) {
+    CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(opts_.state_dir + "/replicas", 0700));
+    CreateVolumeRequest req;
+    req.name = name;
+    req.backing = opts_.state_dir + "/replicas/" + name + ".img";
+    req.size = size;
+    if (io::PathExists(req.backing)) ::unlink(req.backing.c_str());
+    // Replica backings live in the state directory by design.
+    auto r = CreateInternal(req, /*allow_state_dir=*/true, [&](Managed* nm) {
+      nm->replica = true;
+      nm->source = source;
+      nm->source_volume = source_volume;
+    });
+    if (!r.ok()) return r.status();
+    m = *Find(name);
+    created = true;
+  }
+  std::lock_guard op(m->op_mu);
+  if (!m->replica) return FailedPrecondition("volume " + name + " exists here and is not a replica");
+  if (m->cfg.size != size) {
+    return FailedPrecondition("replica " + name + " is " + std::to_string(m->cfg.size) + " bytes but the source volume is " +
+                              std::to_string(size) + "; delete the replica to start over");
+  }
+  if (m->attached) return FailedPrecondition("replica " + name + " already has a source connected");
+  CONTINUUM_ASSIGN_OR_RETURN(auto vol, Healthy(m.get()));
+  m->attached = true;
+  return ReplicaRef{vol, created};
+}
+
+void VolumeManager::DetachReplica(const std::string& name) {
+  auto m = Find(name);
+  if (!m.ok()) return;
+  std::lock_guard op((*m)->op_mu);
+  (*m)->attached = false;
+}
+
+void VolumeManager::ReplicaResync(const std::string& name, bool begin, uint64_t first, uint64_t last_or_consistent) {
+  auto m = Find(name);
+  if (!m.ok()) return;
+  std::lock_guard op((*m)->op_mu);
+  if (begin) {
+    (*m)->resync_active = true;
+    (*m)->resync_first = first;
+    events_->Add(name, "resync_started", "seq " + std::to_string(first) + " to " + std::to_string(last_or_consistent) +
+                                             " (points from seq " + std::to_string(first) + " are not crash-consistent until it completes)");
+  } else {
+    (*m)->resync_active = false;
+    (*m)->consistent_from = last_or_consistent;
+    events_->Add(name, "resync_done", "crash-consistent from seq " + std::to_string(last_or_consistent));
+  }
+  SaveRecord(**m).IgnoreError();
+}
+
+nlohmann::json VolumeManager::ListReplicas() {
+  nlohmann::json out = nlohmann::json::array();
+  for (auto& v : DescribeAll()) {
+    if (v.contains("replica")) out.push_back(v);
+  }
+  return out;
+}
+
+Status VolumeManager::CheckReplicaPoint(const Managed& m, const cdp::Point& p) const {
+  if (!m.replica) return Status::Ok();
+  if (m.resync_active && p.seq >= m.resync_first) {
+    return FailedPrecondition("replica " + m.cfg.name + " is resyncing from seq " + std::to_string(m.resync_first) +
+                              "; points after it are not crash-consistent until the resync completes");
+  }
+  if (p.seq >= m.resync_first && p.seq < m.consistent_from) {
+    return FailedPrecondition("point seq:" + std::to_string(p.seq) + " of replica " + m.cfg.name +
+                              " is inside a resync window (not crash-consistent); the first consistent point is seq:" +
+                              std::to_string(m.consistent_from));
+  }
+  return Status::Ok();
 }
 
 }  // namespace continuum::agent

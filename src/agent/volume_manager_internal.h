@@ -22,6 +22,14 @@ struct VolumeManager::Managed {
   std::string error;
   std::unique_ptr<io::LoopDevice> loop;
   std::string device;  // loop->path() while up
+  // Replica (server side): written only by the replication stream.
+  bool replica = false;
+  std::string source;         // peer name of the source agent
+  std::string source_volume;
+  bool attached = false;      // a source is streaming into it now
+  bool resync_active = false;
+  uint64_t resync_first = 0;
+  uint64_t consistent_from = 0;  // points before this (and inside a resync) are not crash-consistent
 };
 
 struct VolumeManager::View {

@@ -203,6 +203,7 @@ Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const st
   CONTINUUM_ASSIGN_OR_RETURN(auto m, Find(name));
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, Healthy(m.get()));
   CONTINUUM_ASSIGN_OR_RETURN(cdp::Point point, vol->ResolvePoint(at));
+  CONTINUUM_RETURN_IF_ERROR(CheckReplicaPoint(*m, point));
   std::string id;
   {
     std::lock_guard lock(mu_);
@@ -272,7 +273,11 @@ Result<nlohmann::json> VolumeManager::Rollback(const std::string& name, const st
                               "; run 'continuum volume down " + name + "' before rolling back");
   }
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, Healthy(m.get()));
+  if (m->replica && m->attached) {
+    return FailedPrecondition("replica " + name + " has a source streaming into it; stop replication first");
+  }
   CONTINUUM_ASSIGN_OR_RETURN(cdp::Point point, vol->ResolvePoint(to));
+  CONTINUUM_RETURN_IF_ERROR(CheckReplicaPoint(*m, point));
   int64_t start = MonoNowNs();
   CONTINUUM_ASSIGN_OR_RETURN(cdp::Bookmark undo, vol->Rollback(point));
   double secs = static_cast<double>(MonoNowNs() - start) / 1e9;
@@ -304,6 +309,7 @@ Result<nlohmann::json> VolumeManager::Restore(const std::string& name, const std
     }
   }
   CONTINUUM_ASSIGN_OR_RETURN(cdp::Point point, vol->ResolvePoint(at));
+  CONTINUUM_RETURN_IF_ERROR(CheckReplicaPoint(*m, point));
   CONTINUUM_ASSIGN_OR_RETURN(auto view, vol->OpenView(point, ""));
   int64_t start = MonoNowNs();
   auto log = Logger("restore");

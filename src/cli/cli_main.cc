@@ -10,6 +10,7 @@
 #include "continuum/agent/agent.h"
 #include "continuum/api/control_client.h"
 #include "continuum/common/units.h"
+#include "continuum/net/pki.h"
 
 namespace continuum::cli {
 namespace {
@@ -80,8 +81,76 @@ int CliMain(int argc, char** argv) {
   agent_cmd->add_option("--config", aopts.config_path, "TOML configuration file");
   agent_cmd->add_option("--control-group", aopts.control_group, "group allowed to use the control socket");
   agent_cmd->add_option("--log-level", aopts.log_level, "debug, info, warn or error")->capture_default_str();
+  agent_cmd->add_option("--pki", aopts.pki_dir, "PKI directory with ca.crt and NAME.crt/.key (for replication)");
+  agent_cmd->add_option("--name", aopts.name, "this host's name (its certificate's name)");
+  agent_cmd->add_flag("--insecure", aopts.insecure, "replicate in plaintext without certificates");
   agent_cmd->callback([&] {
     action = [&, sd, ctl] { return agent::RunAgent(aopts, sd->count() > 0, ctl->count() > 0); };
+  });
+
+  // --- server ---
+  agent::AgentOptions sopts;
+  sopts.state_dir = "/var/lib/continuum-server";
+  sopts.control = "/run/continuum/server.sock";
+  sopts.server = true;
+  auto* server_cmd = app.add_subcommand("server", "run the DR-site server (replication receiver) in the foreground");
+  auto* ssd = server_cmd->add_option("--state-dir", sopts.state_dir, "state directory (replicas, journals)")
+                  ->capture_default_str();
+  auto* sctl = server_cmd->add_option("--control", sopts.control, "control socket path")->capture_default_str();
+  server_cmd->add_option("--listen", sopts.listen, "HOST:PORT for replication streams")->required();
+  server_cmd->add_option("--pki", sopts.pki_dir, "PKI directory with ca.crt and NAME.crt/.key");
+  server_cmd->add_option("--name", sopts.name, "this server's name (its certificate's name)");
+  server_cmd->add_flag("--insecure", sopts.insecure, "accept plaintext replication without certificates");
+  server_cmd->add_option("--config", sopts.config_path, "TOML configuration file");
+  server_cmd->add_option("--log-level", sopts.log_level, "debug, info, warn or error")->capture_default_str();
+  server_cmd->callback([&] {
+    action = [&, ssd, sctl] { return agent::RunAgent(sopts, ssd->count() > 0, sctl->count() > 0); };
+  });
+
+  // --- pki ---
+  auto* pki = app.add_subcommand("pki", "site certificate authority for replication TLS")->require_subcommand(1);
+  std::string pki_dir, pki_name;
+  auto* pinit = pki->add_subcommand("init", "create the site CA in DIR");
+  pinit->add_option("--dir", pki_dir, "PKI directory")->required();
+  pinit->callback([&] {
+    action = [&] {
+      Status st = net::PkiInit(pki_dir);
+      if (!st.ok()) return PrintError(st, g.json, "");
+      std::cout << "created CA " << pki_dir << "/ca.crt\n";
+      return 0;
+    };
+  });
+  auto* pissue = pki->add_subcommand("issue", "issue a certificate and key for NAME, signed by the CA in DIR");
+  pissue->add_option("NAME", pki_name, "host name (agent or server --name)")->required();
+  pissue->add_option("--dir", pki_dir, "PKI directory")->required();
+  pissue->callback([&] {
+    action = [&] {
+      Status st = net::PkiIssue(pki_dir, pki_name);
+      if (!st.ok()) return PrintError(st, g.json, "");
+      std::cout << "issued " << pki_dir << "/" << pki_name << ".crt and " << pki_name << ".key\n";
+      return 0;
+    };
+  });
+
+  // --- replica ---
+  auto* replica = app.add_subcommand("replica", "replicas kept on this server")->require_subcommand(1);
+  auto* rlist = replica->add_subcommand("list", "list replicas");
+  rlist->callback([&] {
+    action = [&] {
+      return Call(g, "GET", "/v1/replicas", nullptr, [](const nlohmann::json& j) {
+        if (j.empty()) {
+          std::cout << "no replicas\n";
+          return;
+        }
+        std::printf("%-28s %-16s %-16s %-12s %-10s %s\n", "REPLICA", "SOURCE", "VOLUME", "STATE", "SEQ", "LATEST POINT");
+        for (const auto& r : j) {
+          std::printf("%-28s %-16s %-16s %-12s %-10s %s\n", r["name"].get<std::string>().c_str(),
+                      r["replica"]["source"].get<std::string>().c_str(), r["replica"]["volume"].get<std::string>().c_str(),
+                      r["state"].get<std::string>().c_str(), r["last_seq"].dump().c_str(),
+                      r.contains("latest_point") ? r["latest_point"]["time"].get<std::string>().c_str() : "-");
+        }
+      });
+    };
   });
 
   // --- volume ---
@@ -160,6 +229,51 @@ int CliMain(int argc, char** argv) {
       nlohmann::json body{{"nbd", v.nbd}};
       return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/export", &body, [](const nlohmann::json& j) {
         std::cout << "exporting '" << j["export"].get<std::string>() << "' at " << j["address"].get<std::string>() << "\n";
+      });
+    };
+  });
+  std::string mode = "async";
+  auto* repl = vol->add_subcommand("replicate", "replicate the volume to a DR server (or standby agent)");
+  repl->add_option("NAME", v.name)->required();
+  repl->add_option("--to", v.to, "target HOST:PORT")->required();
+  repl->add_option("--mode", mode, "sync, async or adaptive")->capture_default_str();
+  repl->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"to", v.to}, {"mode", mode}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/targets", &body, [&](const nlohmann::json& j) {
+        std::cout << "volume " << v.name << " replicates to " << v.to << " (" << j["mode"].get<std::string>() << ")\n";
+      });
+    };
+  });
+  auto* unrepl = vol->add_subcommand("unreplicate", "stop replicating to a target");
+  unrepl->add_option("NAME", v.name)->required();
+  unrepl->add_option("--to", v.to, "target HOST:PORT")->required();
+  unrepl->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"to", v.to}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/targets/remove", &body,
+                  [&](const nlohmann::json&) { std::cout << "stopped replicating " << v.name << " to " << v.to << "\n"; });
+    };
+  });
+  auto* targets = vol->add_subcommand("targets", "replication targets: state, mode, acked seq, lag");
+  targets->add_option("NAME", v.name)->required();
+  targets->callback([&] {
+    action = [&] {
+      return Call(g, "GET", "/v1/volumes/" + Esc(v.name) + "/targets", nullptr, [](const nlohmann::json& j) {
+        if (j.empty()) {
+          std::cout << "no replication targets\n";
+          return;
+        }
+        std::printf("%-22s %-13s %-9s %-10s %-10s %12s %10s %s\n", "TARGET", "STATE", "MODE", "ACKED", "LAST", "LAG BYTES",
+                    "LAG S", "ERROR");
+        for (const auto& t : j) {
+          std::string mode = t["mode"].get<std::string>();
+          if (mode == "adaptive") mode += "/" + t["effective_mode"].get<std::string>();
+          std::printf("%-22s %-13s %-9s %-10s %-10s %12s %10.3f %s\n", t["address"].get<std::string>().c_str(),
+                      (t["state"].get<std::string>() + (t["resyncing"].get<bool>() ? "+sync" : "")).c_str(), mode.c_str(),
+                      t["acked_seq"].dump().c_str(), t["last_seq"].dump().c_str(), t["lag_bytes"].dump().c_str(),
+                      t["lag_seconds"].get<double>(), t["last_error"].get<std::string>().c_str());
+        }
       });
     };
   });

@@ -17,9 +17,12 @@ int Index() {
   return index;
 }
 
-void Record(PeerVerification* v, int error, X509* cert) {
+void Record(PeerVerification* v, int error, X509_STORE_CTX* ctx) {
   if (v->error != X509_V_OK) return;  // keep the first, most specific failure
+  X509* cert = X509_STORE_CTX_get_current_cert(ctx);
   v->error = error;
+  v->peer_cn = ossl::CommonName(X509_STORE_CTX_get0_cert(ctx));
+  v->depth = X509_STORE_CTX_get_error_depth(ctx);
   v->cert_cn = ossl::CommonName(cert);
   if (cert != nullptr) {
     v->not_before = ossl::AsnTimeToEpoch(X509_get0_notBefore(cert));
@@ -45,15 +48,14 @@ const PeerVerification* GetPeerVerification(const SSL* ssl) {
 int VerifyPeerCallback(int preverify_ok, X509_STORE_CTX* ctx) {
   auto* ssl = static_cast<SSL*>(X509_STORE_CTX_get_ex_data(ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
   auto* v = ssl != nullptr ? static_cast<PeerVerification*>(SSL_get_ex_data(ssl, Index())) : nullptr;
-  X509* cert = X509_STORE_CTX_get_current_cert(ctx);
   if (preverify_ok == 0) {
-    if (v != nullptr) Record(v, X509_STORE_CTX_get_error(ctx), cert);
+    if (v != nullptr) Record(v, X509_STORE_CTX_get_error(ctx), ctx);
     return 0;
   }
   if (v != nullptr && !v->expected_cn.empty() && X509_STORE_CTX_get_error_depth(ctx) == 0 &&
-      ossl::CommonName(cert) != v->expected_cn) {
+      ossl::CommonName(X509_STORE_CTX_get_current_cert(ctx)) != v->expected_cn) {
     X509_STORE_CTX_set_error(ctx, X509_V_ERR_HOSTNAME_MISMATCH);
-    Record(v, X509_V_ERR_HOSTNAME_MISMATCH, cert);
+    Record(v, X509_V_ERR_HOSTNAME_MISMATCH, ctx);
     return 0;
   }
   return 1;

@@ -13,7 +13,9 @@ namespace continuum::net {
 struct PeerVerification {
   std::string expected_cn;  // "" accepts any name the CA vouches for
   int error = 0;            // X509_V_OK, or the first failure
-  std::string cert_cn;      // the certificate the first failure was about
+  std::string peer_cn;      // the peer's own (leaf) certificate
+  int depth = 0;            // of the certificate the failure is about; 0 is the peer's own
+  std::string cert_cn;      // that certificate's common name and validity
   int64_t not_before = 0;
   int64_t not_after = 0;
 };

@@ -1,6 +1,7 @@
 #include "repo/crypto.h"
 
 #include <openssl/core_names.h>
+#include <cstring>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -22,16 +23,20 @@ using MacCtx = std::unique_ptr<EVP_MAC_CTX, MacCtxFree>;
 Status GcmSeal(EVP_CIPHER_CTX* ctx, const uint8_t* key, std::span<const uint8_t> aad,
                std::span<const uint8_t> plaintext, std::vector<uint8_t>* out) {
   if (plaintext.size() > (1u << 30)) return InvalidArgument("encrypt: object larger than 1 GiB");
+  // A fresh random nonce per encryption: see "Encryption" in repository.md.
+  uint8_t nonce[kNonceBytes];
+  CONTINUUM_RETURN_IF_ERROR(RandomBytes(nonce));
+  int len = 0;
+  // The AAD is consumed before *out grows: callers pass a prefix of *out as AAD.
+  if (EVP_EncryptInit_ex(ctx, key ? EVP_aes_256_gcm() : nullptr, nullptr, key, nonce) != 1 ||
+      (!aad.empty() && EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) != 1)) {
+    return Internal("encrypt: openssl aes-256-gcm failed");
+  }
   size_t base = out->size();
   out->resize(base + kNonceBytes + plaintext.size() + kTagBytes);
-  uint8_t* nonce = out->data() + base;
-  // A fresh random nonce per encryption: see "Encryption" in repository.md.
-  CONTINUUM_RETURN_IF_ERROR(RandomBytes({nonce, kNonceBytes}));
-  int len = 0;
-  uint8_t* ct = nonce + kNonceBytes;
-  bool ok = EVP_EncryptInit_ex(ctx, key ? EVP_aes_256_gcm() : nullptr, nullptr, key, nonce) == 1 &&
-            (aad.empty() || EVP_EncryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) == 1) &&
-            EVP_EncryptUpdate(ctx, ct, &len, plaintext.data(), static_cast<int>(plaintext.size())) == 1 &&
+  std::memcpy(out->data() + base, nonce, kNonceBytes);
+  uint8_t* ct = out->data() + base + kNonceBytes;
+  bool ok = EVP_EncryptUpdate(ctx, ct, &len, plaintext.data(), static_cast<int>(plaintext.size())) == 1 &&
             EVP_EncryptFinal_ex(ctx, ct + len, &len) == 1 &&
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_GET_TAG, kTagBytes, ct + plaintext.size()) == 1;
   if (!ok) {

@@ -211,6 +211,7 @@ Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::ve
   uint64_t seq = rec->seq;
   queue_.push_back(std::move(rec));
   apply_cv_.notify_one();
+  admitted_cv_.notify_all();
   return seq;
 }
 
@@ -330,6 +331,17 @@ std::shared_ptr<StreamCursor> Volume::AddCursor(uint64_t acked) {
   std::lock_guard lock(mu_);
   cursors_.push_back(c);
   return c;
+}
+
+int64_t Volume::LastTimestamp() const {
+  std::lock_guard lock(mu_);
+  return last_ts_ns_;
+}
+
+void Volume::WaitAdmitted(uint64_t seq, int timeout_ms) {
+  std::unique_lock lock(mu_);
+  admitted_cv_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                        [&] { return last_seq_ > seq || stopping_; });
 }
 
 uint64_t Volume::LastSeq() const {
@@ -469,6 +481,7 @@ Status Volume::Close() {
     if (!apply_thread_.joinable()) return Status::Ok();
     stopping_ = true;
     apply_cv_.notify_all();
+    admitted_cv_.notify_all();
     space_cv_.notify_all();
     applied_cv_.notify_all();
   }

@@ -12,6 +12,12 @@ struct AgentOptions {
   std::string control_group;
   std::string config_path;  // optional TOML file
   std::string log_level = "info";
+  // Replication identity: certificate <pki_dir>/<name>.crt signed by <pki_dir>/ca.crt.
+  std::string pki_dir;
+  std::string name;
+  bool insecure = false;  // plaintext replication (explicit opt-in)
+  std::string listen;     // server: HOST:PORT for replication streams
+  bool server = false;    // run as `continuum server` (DR site)
 };
 
 // Runs the agent daemon in the foreground until SIGTERM or SIGINT, then shuts

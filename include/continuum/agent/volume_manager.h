@@ -1,5 +1,7 @@
 #pragma once
 
+#include <condition_variable>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -84,6 +86,23 @@ class VolumeManager {
   Result<nlohmann::json> Restore(const std::string& name, const std::string& at, const std::string& to,
                                  bool force);
 
+  // --- replication ---
+  Result<std::shared_ptr<volume::Volume>> GetVolume(const std::string& name);
+  struct ReplicaRef {
+    std::shared_ptr<volume::Volume> volume;
+    bool created = false;
+  };
+  // Finds or creates the replica `name` (server side) and marks it attached.
+  Result<ReplicaRef> AttachReplica(const std::string& name, uint64_t size, const std::string& source,
+                                   const std::string& source_volume);
+  void DetachReplica(const std::string& name);
+  void ReplicaResync(const std::string& name, bool begin, uint64_t first, uint64_t last_or_consistent);
+  nlohmann::json ListReplicas();
+  void AddEvent(const std::string& volume, const std::string& kind, const std::string& message) {
+    events_->Add(volume, kind, message);
+  }
+  const std::string& state_dir() const { return opts_.state_dir; }
+
   Result<nlohmann::json> CreateBitmap(const std::string& name, const std::string& base);
   Result<nlohmann::json> BitmapChanges(const std::string& name, const std::string& base);
   Status DeleteBitmap(const std::string& name, const std::string& base);
@@ -104,6 +123,9 @@ class VolumeManager {
   void SchedulerLoop();
   void RunDueSchedules();
   std::string VolumeDir(const std::string& name) const;
+  Status CheckReplicaPoint(const Managed& m, const cdp::Point& p) const;
+  Result<nlohmann::json> CreateInternal(const CreateVolumeRequest& req, bool allow_state_dir,
+                                        const std::function<void(Managed*)>& init);
 
   ManagerOptions opts_;
   EventLog* events_;

@@ -123,6 +123,9 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   // Seqs at or below the newest admitted are ignored (a resend).
   Status AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data);
   uint64_t LastSeq() const;
+  int64_t LastTimestamp() const;
+  // Waits until a write after `seq` is admitted, or `timeout_ms` passes.
+  void WaitAdmitted(uint64_t seq, int timeout_ms);
 
   VolumeStats Stats() const;
   const VolumeConfig& config() const { return cfg_; }
@@ -176,6 +179,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   std::condition_variable apply_cv_;   // queue has work / stop
   std::condition_variable space_cv_;   // cache space freed
   std::condition_variable applied_cv_; // applied_seq_ advanced
+  std::condition_variable admitted_cv_; // last_seq_ advanced
   std::deque<std::unique_ptr<Record>> queue_;                  // GUARDED_BY(mu_)
   std::unordered_map<uint64_t, PendingBlock> pending_blocks_;  // GUARDED_BY(mu_)
   uint64_t pending_bytes_ = 0;                                 // GUARDED_BY(mu_)

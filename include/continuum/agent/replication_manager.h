@@ -1,0 +1,62 @@
+#pragma once
+
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "continuum/agent/volume_manager.h"
+#include "continuum/net/tls_options.h"
+#include "continuum/replication/receiver.h"
+#include "continuum/replication/target_sender.h"
+
+namespace continuum::agent {
+
+// The agent's replication sources: one TargetSender per (volume, target),
+// persisted as <state>/volumes/<name>/targets/<host_port>.json so they resume
+// after a restart; and the sync/adaptive wait hooked into each volume.
+// Thread-safety: all public methods are thread-safe.
+class ReplicationManager {
+ public:
+  ReplicationManager(VolumeManager* volumes, net::TlsOptions tls, std::string name)
+      : volumes_(volumes), tls_(std::move(tls)), name_(std::move(name)) {}
+  ~ReplicationManager();
+  // Restarts the targets recorded in the state directory.
+  void ResumeAll();
+  void StopAll();
+
+  Result<nlohmann::json> Replicate(const std::string& volume, const std::string& to, const std::string& mode);
+  Status Unreplicate(const std::string& volume, const std::string& to);
+  Result<nlohmann::json> Targets(const std::string& volume);
+
+ private:
+  Status StartSender(const std::string& volume, const std::string& to, replication::Mode mode);
+  void InstallWaiter(const std::string& volume);
+  std::string StatePath(const std::string& volume, const std::string& to) const;
+
+  VolumeManager* volumes_;
+  net::TlsOptions tls_;
+  std::string name_;
+  std::mutex mu_;
+  std::map<std::string, std::vector<std::unique_ptr<replication::TargetSender>>> senders_;  // GUARDED_BY(mu_)
+};
+
+// Serves replicas on a server: attaches incoming streams to replica volumes
+// kept by the VolumeManager.
+class ServerReplicaProvider : public replication::ReplicaProvider {
+ public:
+  explicit ServerReplicaProvider(VolumeManager* volumes) : volumes_(volumes) {}
+  Result<Replica> Attach(const replication::HelloInfo& hello) override;
+  void Detach(const std::string& replica) override;
+  void ResyncBegin(const std::string& replica, uint64_t first_seq, uint64_t last_seq) override;
+  void ResyncDone(const std::string& replica, uint64_t consistent_at) override;
+  void Event(const std::string& replica, const std::string& kind, const std::string& msg) override;
+
+ private:
+  VolumeManager* volumes_;
+};
+
+}  // namespace continuum::agent

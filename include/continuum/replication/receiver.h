@@ -1,0 +1,75 @@
+#pragma once
+
+#include <atomic>
+#include <functional>
+#include <list>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include "continuum/common/result.h"
+#include "continuum/net/listener.h"
+#include "continuum/volume/volume.h"
+
+namespace continuum::replication {
+
+struct HelloInfo {
+  std::string peer;    // verified certificate name of the source (or its claimed name when insecure)
+  std::string source;  // the source's own name
+  std::string volume;
+  uint64_t size = 0;
+  uint32_t block_size = 4096;
+};
+
+// What the receiver needs from the replica store (the server's volume manager).
+class ReplicaProvider {
+ public:
+  virtual ~ReplicaProvider() = default;
+  struct Replica {
+    std::string name;
+    std::shared_ptr<volume::Volume> volume;
+    bool created = false;
+  };
+  // Finds or creates the replica for a source volume; refuses a size mismatch.
+  virtual Result<Replica> Attach(const HelloInfo& hello) = 0;
+  virtual void Detach(const std::string& replica) = 0;
+  virtual void ResyncBegin(const std::string& replica, uint64_t first_seq, uint64_t last_seq) = 0;
+  virtual void ResyncDone(const std::string& replica, uint64_t consistent_at) = 0;
+  virtual void Event(const std::string& replica, const std::string& kind, const std::string& msg) = 0;
+};
+
+// Accepts replication connections and applies their write streams to
+// replicas: admit with the source's seq and time, flush (write-log fsync),
+// then acknowledge the batch's last seq as durable.
+// Thread-safety: Start/Stop from one thread; connections run on their own.
+class Receiver {
+ public:
+  static Result<std::unique_ptr<Receiver>> Start(std::unique_ptr<net::Listener> listener,
+                                                 ReplicaProvider* provider);
+  ~Receiver();
+  void Stop();
+  std::string Address() const { return listener_->Address(); }
+
+ private:
+  Receiver(std::unique_ptr<net::Listener> l, ReplicaProvider* p) : listener_(std::move(l)), provider_(p) {}
+  void AcceptLoop();
+  void Serve(net::Connection* conn);
+  Status ServeStream(net::Connection* conn, std::string* replica_name);
+
+  std::unique_ptr<net::Listener> listener_;
+  ReplicaProvider* provider_;
+  std::thread accept_thread_;
+  std::atomic<bool> stop_{false};
+  std::mutex mu_;
+  struct Session {
+    std::unique_ptr<net::Connection> conn;
+    std::thread thread;
+    std::atomic<bool> done{false};
+    std::string replica;
+  };
+  std::list<std::unique_ptr<Session>> sessions_;  // GUARDED_BY(mu_)
+};
+
+}  // namespace continuum::replication

@@ -1,0 +1,112 @@
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+
+#include <nlohmann/json.hpp>
+
+#include "continuum/common/result.h"
+#include "continuum/net/connection.h"
+#include "continuum/net/tls_options.h"
+#include "continuum/volume/volume.h"
+
+namespace continuum::replication {
+
+enum class Mode { kSync, kAsync, kAdaptive };
+Result<Mode> ParseMode(const std::string& s);
+std::string ModeName(Mode m);
+
+struct TargetOptions {
+  std::string volume;       // source volume name
+  std::string address;      // target HOST:PORT
+  Mode mode = Mode::kAsync;
+  net::TlsOptions tls;
+  std::string source_name;  // this agent's name (the target names the replica after it)
+  std::string state_path;   // JSON file holding the acked seq and resync state
+  int64_t adaptive_latency_ns = 500'000'000;  // adaptive: degrade when an ack takes longer
+  uint64_t window_bytes = 64ull << 20;        // unacknowledged bytes in flight
+};
+
+struct TargetStatus {
+  std::string address;
+  std::string state;           // connecting, streaming, disconnected, stopped
+  std::string mode;            // configured
+  std::string effective_mode;  // sync or async right now (adaptive switches)
+  uint64_t acked_seq = 0;
+  uint64_t last_seq = 0;
+  uint64_t lag_bytes = 0;
+  double lag_seconds = 0;
+  double rate_bytes_per_s = 0;
+  bool resyncing = false;
+  std::string replica;
+  std::string last_error;
+  nlohmann::json ToJson() const;
+};
+
+using EventFn = std::function<void(const std::string& kind, const std::string& message)>;
+
+// Ships one volume's write stream to one target, in seq order, over TLS
+// (docs/adr/0004-replication.md). Resumes from the target's durable seq after
+// any disconnect or restart; when the write log no longer holds what the
+// target needs (or the target is new) it resyncs the whole volume.
+// Thread-safety: all public methods are thread-safe.
+class TargetSender {
+ public:
+  static Result<std::unique_ptr<TargetSender>> Start(std::shared_ptr<volume::Volume> volume, TargetOptions opts,
+                                                     EventFn events);
+  ~TargetSender();
+  void Stop();
+
+  // Sync replication: returns once the target has `seq` durable, or at once
+  // when this target is not replicating synchronously right now.
+  Status WaitDurable(uint64_t seq);
+  TargetStatus GetStatus() const;
+  const TargetOptions& options() const { return opts_; }
+
+ private:
+  struct InFlight {
+    uint64_t seq;
+    int64_t ts_ns;
+    uint64_t bytes;
+  };
+  TargetSender(std::shared_ptr<volume::Volume> v, TargetOptions o, EventFn e)
+      : volume_(std::move(v)), opts_(std::move(o)), events_(std::move(e)) {}
+  void Run();
+  Status Session();
+  Status StreamLoop(net::Connection& conn);
+  void AckLoop(net::Connection* conn);
+  void LoadState();
+  void SaveState();
+  void SetState(const std::string& state, const std::string& error = "");
+  void Emit(const std::string& kind, const std::string& msg);
+
+  std::shared_ptr<volume::Volume> volume_;
+  TargetOptions opts_;
+  EventFn events_;
+  std::shared_ptr<volume::StreamCursor> cursor_;
+  std::thread thread_;
+  std::atomic<bool> stop_{false};
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;          // acks, state changes, stop
+  std::string state_ = "connecting";    // GUARDED_BY(mu_)
+  std::string last_error_;              // GUARDED_BY(mu_)
+  std::string replica_;                 // GUARDED_BY(mu_)
+  bool connected_ = false;              // GUARDED_BY(mu_)
+  bool sync_now_ = false;               // GUARDED_BY(mu_): waiting writers hold for acks
+  uint64_t acked_ = 0;                  // GUARDED_BY(mu_)
+  std::deque<InFlight> inflight_;       // GUARDED_BY(mu_)
+  uint64_t inflight_bytes_ = 0;         // GUARDED_BY(mu_)
+  bool resync_active_ = false;          // GUARDED_BY(mu_)
+  uint64_t resync_first_ = 0, resync_last_ = 0;  // GUARDED_BY(mu_)
+  double rate_ = 0;                     // GUARDED_BY(mu_)
+  int64_t last_save_ns_ = 0;
+  net::Connection* conn_ = nullptr;     // GUARDED_BY(mu_): for Stop to unblock
+};
+
+}  // namespace continuum::replication

@@ -1,0 +1,123 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "continuum/common/result.h"
+#include "continuum/repo/backend.h"
+#include "continuum/repo/blob_id.h"
+#include "continuum/repo/check_report.h"
+#include "continuum/repo/fast_cdc_chunker.h"
+#include "continuum/repo/fixed_chunker.h"
+#include "continuum/repo/manifest.h"
+#include "continuum/repo/repository_options.h"
+
+namespace continuum::repo {
+
+class Crypto;
+class BlobCodec;
+class LockManager;
+class MasterIndex;
+class PackWriter;
+struct IndexPack;
+
+// Counters of this Repository object since Open (metrics for the backup layer).
+struct RepositoryStats {
+  uint64_t blobs_new = 0;
+  uint64_t blobs_deduplicated = 0;
+  uint64_t raw_bytes_new = 0;     // plaintext bytes of new blobs
+  uint64_t stored_bytes_new = 0;  // after compression and encryption
+  uint64_t packs_written = 0;
+  uint64_t index_files_written = 0;
+};
+
+// A deduplicating, compressing, encrypting blob and manifest store (format in
+// docs/format/repository.md).
+//
+// Durability: Put returns once a blob is buffered; it is durable after Flush
+// (or SaveManifest, which flushes first). Destroying a Repository without
+// Flush drops unflushed blobs, exactly as a crash would: a crash at any moment
+// leaves only complete files, and nothing references an unwritten pack.
+//
+// Thread-safety: none. One thread owns a Repository; several processes (each
+// with its own Repository) may share a repository under shared locks.
+class Repository {
+ public:
+  // Creates a repository: layout, a random master key wrapped for `creds`, and
+  // the config. kAlreadyExists if one is there.
+  static Status Init(const std::string& path, const Credentials& creds, const InitOptions& options = {});
+  static Status Init(std::unique_ptr<Backend> backend, const Credentials& creds, const InitOptions& options);
+
+  // Opens with a password or key file; takes options.lock. Errors: kNotFound (no
+  // repository), kInvalidArgument "wrong password for repository <path>",
+  // kUnavailable (locked by a live holder), kDataLoss (damaged key or config).
+  static Result<std::unique_ptr<Repository>> Open(const std::string& path, const Credentials& creds,
+                                                  OpenOptions options = {});
+  static Result<std::unique_ptr<Repository>> Open(std::unique_ptr<Backend> backend, const Credentials& creds,
+                                                  OpenOptions options);
+  ~Repository();
+  Repository(const Repository&) = delete;
+  Repository& operator=(const Repository&) = delete;
+
+  // Stores a blob unless one with the same id exists (dedup) and returns its id.
+  // Writes a pack when the current one passes pack_target_bytes. A data blob is
+  // at most 64 MiB.
+  Result<BlobId> Put(BlobType type, std::span<const uint8_t> data);
+  // Reads, decrypts, decompresses and verifies a blob. kNotFound if unknown,
+  // kDataLoss naming the pack if damaged.
+  Result<std::vector<uint8_t>> Get(const BlobId& id);
+  bool Has(const BlobId& id) const;
+  // Writes the current pack and an index file for every pack not yet indexed.
+  // Files are written to a temp name, fsynced, renamed, and the directory fsynced.
+  Status Flush();
+
+  // A tree blob (type kTree). Every ref must already be stored (kInvalidArgument otherwise).
+  Result<BlobId> PutTree(const Tree& tree);
+  Result<Tree> GetTree(const BlobId& id);
+
+  // Flushes, then writes the manifest. Every root must be stored. The id is the
+  // SHA-256 of the manifest file.
+  Result<ManifestId> SaveManifest(const Manifest& manifest);
+  Result<std::vector<ManifestId>> ListManifests();
+  Result<Manifest> LoadManifest(const ManifestId& id);
+  // kFailedPrecondition in append-only repositories.
+  Status DeleteManifest(const ManifestId& id);
+  // Every blob the point needs: its roots and all refs reachable through trees.
+  // kDataLoss / kNotFound naming the first blob that is missing or unreadable.
+  Result<std::vector<BlobId>> ManifestBlobs(const ManifestId& id);
+
+  // Verifies the repository: see docs/format/repository.md, "Check and repair".
+  Result<CheckReport> Check(bool read_data);
+  // Rebuilds the index from pack headers. Needs an exclusive lock.
+  Result<RebuildReport> RebuildIndex();
+
+  // Chunker settings every writer of this repository must use (dedup).
+  FastCdcOptions CdcOptions() const;
+  FixedChunkerOptions FixedOptions() const;
+  bool append_only() const;
+  std::string repo_id() const;  // 32 hex digits, public
+  const std::string& location() const { return location_; }
+  const RepositoryStats& stats() const { return stats_; }
+  Backend& backend() { return *backend_; }
+
+ private:
+  struct State;
+  Repository();
+  Status LoadIndex(MasterIndex* index, std::vector<FileId>* files, std::vector<std::string>* problems);
+  Status SealPack();
+  Status WriteIndex(std::vector<IndexPack> packs, std::vector<FileId> supersedes);
+  Status FlushIndex();
+  Status Refresh();
+  Result<std::vector<uint8_t>> ReadBlob(const BlobId& id, MasterIndex& index);
+
+  std::string location_;
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<State> s_;
+  RepositoryStats stats_;
+};
+
+}  // namespace continuum::repo

@@ -1,0 +1,139 @@
+#include "continuum/replication/receiver.h"
+
+#include "continuum/common/log.h"
+#include "continuum/replication/frame.h"
+
+namespace continuum::replication {
+
+Result<std::unique_ptr<Receiver>> Receiver::Start(std::unique_ptr<net::Listener> listener,
+                                                  ReplicaProvider* provider) {
+  std::unique_ptr<Receiver> r(new Receiver(std::move(listener), provider));
+  r->accept_thread_ = std::thread([raw = r.get()] { raw->AcceptLoop(); });
+  return r;
+}
+
+Receiver::~Receiver() { Stop(); }
+
+void Receiver::Stop() {
+  if (stop_.exchange(true)) return;
+  listener_->Close();
+  if (accept_thread_.joinable()) accept_thread_.join();
+  std::list<std::unique_ptr<Session>> sessions;
+  {
+    std::lock_guard lock(mu_);
+    sessions.swap(sessions_);
+  }
+  for (auto& s : sessions) s->conn->Shutdown();
+  for (auto& s : sessions) {
+    if (s->thread.joinable()) s->thread.join();
+  }
+}
+
+void Receiver::AcceptLoop() {
+  auto log = Logger("replication");
+  while (!stop_) {
+    auto conn = listener_->Accept();
+    if (stop_) return;
+    if (!conn.ok()) {
+      log->warn("replication connection refused: {}", conn.status().message());
+      continue;
+    }
+    std::lock_guard lock(mu_);
+    // Reap finished sessions.
+    for (auto it = sessions_.begin(); it != sessions_.end();) {
+      if ((*it)->done) {
+        (*it)->thread.join();
+        it = sessions_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    auto s = std::make_unique<Session>();
+    s->conn = std::move(conn).value();
+    Session* raw = s.get();
+    s->thread = std::thread([this, raw] {
+      Serve(raw->conn.get());
+      raw->done = true;
+    });
+    sessions_.push_back(std::move(s));
+  }
+}
+
+void Receiver::Serve(net::Connection* conn) {
+  std::string replica;
+  Status st = ServeStream(conn, &replica);
+  if (!st.ok()) {
+    Logger("replication")->warn("replication from {} ({}): {}", conn->PeerName(), replica, st.message());
+    // Tell the source why, best effort: it logs it and retries later.
+    WriteJsonFrame(*conn, FrameType::kError,
+                   {{"code", std::string(StatusCodeName(st.code()))}, {"message", st.message()}})
+        .IgnoreError();
+    if (!replica.empty()) provider_->Event(replica, "replication_error", st.message());
+  }
+  if (!replica.empty()) provider_->Detach(replica);
+  conn->Shutdown();
+}
+
+Status Receiver::ServeStream(net::Connection* conn, std::string* replica_name) {
+  CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
+  if (f.type != FrameType::kHello) return InvalidArgument("expected a hello from " + conn->PeerName());
+  CONTINUUM_ASSIGN_OR_RETURN(auto j, FrameJson(f));
+  HelloInfo hello;
+  try {
+    hello.peer = conn->PeerName();
+    hello.source = j.at("source").get<std::string>();
+    hello.volume = j.at("volume").get<std::string>();
+    hello.size = j.at("size").get<uint64_t>();
+    hello.block_size = j.at("block_size").get<uint32_t>();
+  } catch (const nlohmann::json::exception& e) {
+    return InvalidArgument(std::string("bad hello from ") + conn->PeerName() + ": " + e.what());
+  }
+  if (j.value("version", 0) != kProtocolVersion) {
+    return FailedPrecondition("protocol version " + std::to_string(j.value("version", 0)) + " is not supported");
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto rep, provider_->Attach(hello));
+  *replica_name = rep.name;
+  auto vol = rep.volume;
+  CONTINUUM_RETURN_IF_ERROR(vol->Flush());
+  uint64_t durable = vol->LastSeq();
+  CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(
+      *conn, FrameType::kHelloAck, {{"replica", rep.name}, {"durable_seq", durable}, {"new", rep.created}}));
+  provider_->Event(rep.name, "source_connected", "from " + conn->PeerName() + " at seq " + std::to_string(durable));
+  for (;;) {
+    auto fr = ReadFrame(*conn);
+    if (!fr.ok()) {
+      if (fr.status().code() == StatusCode::kUnavailable) return Status::Ok();  // source went away
+      return fr.status();
+    }
+    switch (fr->type) {
+      case FrameType::kRecords: {
+        CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
+        if (recs.empty()) break;
+        for (auto& r : recs) CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicated(r.header, std::move(r.data)));
+        // Durable before acknowledged: the source may free what we ack.
+        CONTINUUM_RETURN_IF_ERROR(vol->Flush());
+        CONTINUUM_RETURN_IF_ERROR(
+            WriteJsonFrame(*conn, FrameType::kAck, {{"durable_seq", recs.back().header.seq}}));
+        break;
+      }
+      case FrameType::kResyncBegin: {
+        CONTINUUM_ASSIGN_OR_RETURN(auto rj, FrameJson(*fr));
+        provider_->ResyncBegin(rep.name, rj.value("first_seq", 0ull), rj.value("last_seq", 0ull));
+        break;
+      }
+      case FrameType::kResyncDone: {
+        CONTINUUM_ASSIGN_OR_RETURN(auto rj, FrameJson(*fr));
+        provider_->ResyncDone(rep.name, rj.value("consistent_at", 0ull));
+        break;
+      }
+      case FrameType::kError: {
+        auto ej = FrameJson(*fr);
+        return Unavailable("source reported: " + (ej.ok() ? ej->value("message", "") : std::string("?")));
+      }
+      default:
+        return InvalidArgument("unexpected frame type " + std::to_string(static_cast<int>(fr->type)));
+    }
+  }
+}
+
+}  // namespace continuum::replication

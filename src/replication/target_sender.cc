@@ -1,0 +1,366 @@
+#include "continuum/replication/target_sender.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "continuum/common/log.h"
+#include "continuum/common/time_util.h"
+#include "continuum/io/file.h"
+#include "continuum/journal/log_reader.h"
+#include "continuum/net/tls.h"
+#include "continuum/replication/frame.h"
+
+namespace continuum::replication {
+namespace {
+
+constexpr size_t kBatchBytes = 4u << 20;
+constexpr size_t kBatchRecords = 512;
+
+bool AllZero(std::span<const uint8_t> d) {
+  return std::all_of(d.begin(), d.end(), [](uint8_t b) { return b == 0; });
+}
+
+}  // namespace
+
+Result<Mode> ParseMode(const std::string& s) {
+  if (s == "sync") return Mode::kSync;
+  if (s == "async" || s.empty()) return Mode::kAsync;
+  if (s == "adaptive") return Mode::kAdaptive;
+  return InvalidArgument("invalid --mode '" + s + "': use sync, async or adaptive");
+}
+
+std::string ModeName(Mode m) {
+  switch (m) {
+    case Mode::kSync: return "sync";
+    case Mode::kAsync: return "async";
+    case Mode::kAdaptive: return "adaptive";
+  }
+  return "async";
+}
+
+nlohmann::json TargetStatus::ToJson() const {
+  return {{"address", address},     {"state", state},         {"mode", mode},
+          {"effective_mode", effective_mode}, {"acked_seq", acked_seq}, {"last_seq", last_seq},
+          {"lag_bytes", lag_bytes}, {"lag_seconds", lag_seconds}, {"rate", rate_bytes_per_s},
+          {"resyncing", resyncing}, {"replica", replica},   {"last_error", last_error}};
+}
+
+Result<std::unique_ptr<TargetSender>> TargetSender::Start(std::shared_ptr<volume::Volume> volume,
+                                                          TargetOptions opts, EventFn events) {
+  std::unique_ptr<TargetSender> s(new TargetSender(std::move(volume), std::move(opts), std::move(events)));
+  s->LoadState();
+  // The cursor keeps the write log from being trimmed past what the target has.
+  s->cursor_ = s->volume_->AddCursor(s->acked_);
+  s->sync_now_ = false;
+  s->thread_ = std::thread([raw = s.get()] { raw->Run(); });
+  return s;
+}
+
+TargetSender::~TargetSender() { Stop(); }
+
+void TargetSender::Stop() {
+  stop_ = true;
+  {
+    std::lock_guard lock(mu_);
+    if (conn_) conn_->Shutdown();
+    cv_.notify_all();
+  }
+  if (thread_.joinable()) thread_.join();
+  SetState("stopped");
+}
+
+void TargetSender::Emit(const std::string& kind, const std::string& msg) {
+  Logger("replication")->info("{} -> {}: {}: {}", opts_.volume, opts_.address, kind, msg);
+  if (events_) events_(kind, "target " + opts_.address + ": " + msg);
+}
+
+void TargetSender::LoadState() {
+  auto text = io::ReadFileToString(opts_.state_path);
+  if (!text.ok()) return;
+  auto j = nlohmann::json::parse(*text, nullptr, false);
+  if (j.is_discarded()) return;
+  acked_ = j.value("acked_seq", 0ull);
+  resync_active_ = j.value("resync_active", false);
+  resync_first_ = j.value("resync_first", 0ull);
+  resync_last_ = j.value("resync_last", 0ull);
+  replica_ = j.value("replica", "");
+}
+
+void TargetSender::SaveState() {
+  nlohmann::json j;
+  {
+    std::lock_guard lock(mu_);
+    j = {{"address", opts_.address}, {"mode", ModeName(opts_.mode)}, {"acked_seq", acked_},
+         {"resync_active", resync_active_}, {"resync_first", resync_first_}, {"resync_last", resync_last_},
+         {"replica", replica_}};
+  }
+  io::WriteFileAtomic(opts_.state_path, j.dump() + "\n").IgnoreError();
+}
+
+void TargetSender::SetState(const std::string& state, const std::string& error) {
+  std::lock_guard lock(mu_);
+  state_ = state;
+  if (!error.empty()) last_error_ = error;
+  connected_ = state == "streaming";
+  if (!connected_) sync_now_ = false;
+  cv_.notify_all();
+}
+
+void TargetSender::Run() {
+  int backoff_ms = 500;
+  bool reported = false;
+  while (!stop_) {
+    Status st = Session();
+    if (stop_) break;
+    SetState("disconnected", st.ok() ? "" : st.message());
+    if (!reported && !st.ok()) {
+      Emit("target_disconnected", st.message() + "; writes are kept and will be sent when it is back");
+      reported = true;
+    }
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
+    backoff_ms = std::min(backoff_ms * 2, 5000);
+    if (st.ok()) backoff_ms = 500;
+  }
+}
+
+Status TargetSender::Session() {
+  SetState("connecting");
+  CONTINUUM_ASSIGN_OR_RETURN(auto conn, net::Dial(opts_.address, opts_.tls));
+  {
+    std::lock_guard lock(mu_);
+    conn_ = conn.get();
+  }
+  struct Reset {
+    TargetSender* s;
+    ~Reset() {
+      std::lock_guard lock(s->mu_);
+      s->conn_ = nullptr;
+    }
+  } reset{this};
+  if (stop_) return Status::Ok();
+  const auto& cfg = volume_->config();
+  CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHello,
+                                           {{"version", kProtocolVersion}, {"source", opts_.source_name},
+                                            {"volume", opts_.volume}, {"size", cfg.size},
+                                            {"block_size", cfg.block_size}, {"last_seq", volume_->LastSeq()}}));
+  CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
+  if (f.type == FrameType::kError) {
+    auto j = FrameJson(f);
+    return FailedPrecondition("target refused: " + (j.ok() ? j->value("message", "") : std::string("?")));
+  }
+  if (f.type != FrameType::kHelloAck) return DataLoss("target " + opts_.address + " did not answer the hello");
+  CONTINUUM_ASSIGN_OR_RETURN(auto ack, FrameJson(f));
+  uint64_t durable = ack.value("durable_seq", 0ull);
+  bool fresh = ack.value("new", false);
+  {
+    std::lock_guard lock(mu_);
+    replica_ = ack.value("replica", "");
+    acked_ = durable;
+    inflight_.clear();
+    inflight_bytes_ = 0;
+  }
+  Emit("target_connected", "replica " + replica_ + " has seq " + std::to_string(durable));
+  return StreamLoop(*conn);
+}
+
+Status TargetSender::StreamLoop(net::Connection& conn) {
+  const auto& cfg = volume_->config();
+  uint64_t durable;
+  bool fresh_resync = false;
+  {
+    std::lock_guard lock(mu_);
+    durable = acked_;
+  }
+  auto reader = journal::LogReader::Open(volume_->write_log(), durable);
+  bool need_full = durable == 0 || !reader.ok();
+  if (!reader.ok() && reader.status().code() != StatusCode::kOutOfRange) return reader.status();
+  if (need_full && !(resync_active_ && durable + 1 >= resync_first_ && reader.ok())) {
+    // The target is new, or the write log no longer reaches back to it: send
+    // every block as of now (resync records), then keep streaming.
+    uint64_t before = volume_->LastSeq();
+    CONTINUUM_ASSIGN_OR_RETURN(uint64_t last,
+                               volume_->AppendResync({{0, cfg.size}}));
+    {
+      std::lock_guard lock(mu_);
+      resync_active_ = true;
+      resync_first_ = before + 1;
+      resync_last_ = last;
+      acked_ = before;
+    }
+    cursor_->acked = before;
+    SaveState();
+    CONTINUUM_ASSIGN_OR_RETURN(reader, journal::LogReader::Open(volume_->write_log(), before));
+    CONTINUUM_RETURN_IF_ERROR(
+        WriteJsonFrame(conn, FrameType::kResyncBegin, {{"first_seq", before + 1}, {"last_seq", last}}));
+    Emit("resync_started", durable == 0 ? "initial sync of the whole volume"
+                                        : "write log no longer holds seq " + std::to_string(durable + 1) +
+                                              ": resyncing the whole volume");
+    fresh_resync = true;
+  }
+  (void)fresh_resync;
+  cursor_->acked = std::min<uint64_t>(cursor_->acked.load(), durable);
+  SetState("streaming");
+  {
+    std::lock_guard lock(mu_);
+    sync_now_ = opts_.mode != Mode::kAsync;
+  }
+  std::thread acker([this, &conn] { AckLoop(&conn); });
+  struct Join {
+    std::thread& t;
+    net::Connection& c;
+    ~Join() {
+      c.Shutdown();
+      t.join();
+    }
+  } join{acker, conn};
+
+  uint64_t consistent_at = 0;
+  std::vector<uint8_t> batch;
+  std::vector<uint8_t> buf;
+  while (!stop_) {
+    batch.clear();
+    size_t count = 0;
+    bool resync_done = false;
+    std::vector<InFlight> shipped;
+    while (batch.size() < kBatchBytes && count < kBatchRecords) {
+      CONTINUUM_ASSIGN_OR_RETURN(auto rec, (*reader)->Next());
+      if (!rec) break;
+      journal::RecordHeader h = rec->header;
+      std::span<const uint8_t> data = rec->payload;
+      if (static_cast<journal::WriteKind>(h.kind) == journal::WriteKind::kResync) {
+        buf.resize(h.length);
+        CONTINUUM_ASSIGN_OR_RETURN(uint64_t c, volume_->ReadCurrent(h.offset, buf));
+        consistent_at = std::max(consistent_at, c);
+        if (AllZero(buf)) {
+          h.kind = static_cast<uint16_t>(journal::WriteKind::kZero);
+          data = {};
+        } else {
+          h.kind = static_cast<uint16_t>(journal::WriteKind::kWrite);
+          h.flags |= journal::kFlagResyncData;
+          data = buf;
+        }
+      }
+      AppendRecord(&batch, h, data);
+      shipped.push_back({h.seq, h.ts_ns, sizeof(h) + data.size()});
+      ++count;
+      std::lock_guard lock(mu_);
+      if (resync_active_ && h.seq == resync_last_) resync_done = true;
+    }
+    if (count == 0) {
+      volume_->WaitAdmitted((*reader)->last_seq(), 100);
+      continue;
+    }
+    {
+      // Flow control: at most window_bytes unacknowledged.
+      std::unique_lock lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || !connected_ || inflight_bytes_ < opts_.window_bytes; });
+      if (stop_ || !connected_) return Unavailable("connection to " + opts_.address + " lost");
+      for (const auto& s : shipped) {
+        inflight_.push_back(s);
+        inflight_bytes_ += s.bytes;
+      }
+    }
+    CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, FrameType::kRecords, batch));
+    if (resync_done) {
+      uint64_t at = std::max(consistent_at, shipped.back().seq);
+      CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncDone, {{"consistent_at", at}}));
+      {
+        std::lock_guard lock(mu_);
+        resync_active_ = false;
+      }
+      SaveState();
+      Emit("resync_done", "replica is crash-consistent from seq " + std::to_string(at));
+    }
+  }
+  return Status::Ok();
+}
+
+void TargetSender::AckLoop(net::Connection* conn) {
+  while (!stop_) {
+    auto f = ReadFrame(*conn);
+    if (!f.ok()) {
+      SetState("disconnected", f.status().message());
+      conn->Shutdown();
+      return;
+    }
+    auto j = FrameJson(*f);
+    if (f->type == FrameType::kError) {
+      std::string msg = j.ok() ? j->value("message", "") : "unknown error";
+      Emit("target_error", msg);
+      SetState("disconnected", msg);
+      conn->Shutdown();
+      return;
+    }
+    if (f->type != FrameType::kAck || !j.ok()) continue;
+    uint64_t seq = j->value("durable_seq", 0ull);
+    int64_t now = MonoNowNs();
+    bool save = false;
+    {
+      std::lock_guard lock(mu_);
+      uint64_t bytes = 0;
+      while (!inflight_.empty() && inflight_.front().seq <= seq) {
+        bytes += inflight_.front().bytes;
+        inflight_bytes_ -= inflight_.front().bytes;
+        inflight_.pop_front();
+      }
+      if (seq > acked_) acked_ = seq;
+      rate_ = 0.8 * rate_ + 0.2 * static_cast<double>(bytes) * 10;  // rough, smoothed
+      if (opts_.mode == Mode::kAdaptive && !sync_now_ && inflight_.empty() && acked_ >= volume_->LastSeq()) {
+        sync_now_ = true;
+        save = true;
+      }
+      cv_.notify_all();
+    }
+    cursor_->acked = seq;
+    if (save) Emit("mode_changed", "caught up: back to synchronous replication");
+    if (now - last_save_ns_ > 200'000'000) {
+      last_save_ns_ = now;
+      SaveState();
+    }
+  }
+}
+
+Status TargetSender::WaitDurable(uint64_t seq) {
+  std::unique_lock lock(mu_);
+  if (!sync_now_ || !connected_) return Status::Ok();
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(opts_.adaptive_latency_ns);
+  for (;;) {
+    if (acked_ >= seq || !connected_ || !sync_now_ || stop_) return Status::Ok();
+    if (opts_.mode == Mode::kAdaptive) {
+      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && acked_ < seq) {
+        sync_now_ = false;
+        lock.unlock();
+        Emit("mode_changed", "acknowledgement slower than the adaptive threshold: now asynchronous");
+        return Status::Ok();
+      }
+    } else {
+      cv_.wait(lock);
+    }
+  }
+}
+
+TargetStatus TargetSender::GetStatus() const {
+  TargetStatus s;
+  std::lock_guard lock(mu_);
+  s.address = opts_.address;
+  s.state = state_;
+  s.mode = ModeName(opts_.mode);
+  s.effective_mode = (connected_ && sync_now_) ? "sync" : "async";
+  s.acked_seq = acked_;
+  s.last_seq = volume_->LastSeq();
+  s.lag_bytes = inflight_bytes_;
+  int64_t last_ts = volume_->LastTimestamp();
+  if (!inflight_.empty()) {
+    s.lag_seconds = static_cast<double>(last_ts - inflight_.front().ts_ns) / 1e9;
+  } else if (s.acked_seq < s.last_seq) {
+    s.lag_seconds = -1;  // unknown until the records are read
+  }
+  s.rate_bytes_per_s = rate_;
+  s.resyncing = resync_active_;
+  s.replica = replica_;
+  s.last_error = last_error_;
+  return s;
+}
+
+}  // namespace continuum::replication

@@ -1,0 +1,39 @@
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "continuum/repo/repository.h"
+#include "repo/blob_codec.h"
+#include "repo/crypto.h"
+#include "repo/index_file.h"
+#include "repo/lock_manager.h"
+#include "repo/master_index.h"
+#include "repo/pack_writer.h"
+#include "repo/repo_config.h"
+
+namespace continuum::repo {
+
+inline constexpr uint64_t kMaxSmallFile = 4096;           // config, keys, locks
+inline constexpr uint64_t kMaxMetadataFile = 1ull << 30;  // index files, manifests
+inline constexpr uint64_t kMaxPackFile = 4ull << 30;
+// An index file is written once this many sealed blobs await one, bounding what
+// a crash leaves unindexed (still adoptable by RebuildIndex).
+inline constexpr size_t kIndexEveryBlobs = 65536;
+
+// The private state of a Repository, shared by its .cc files.
+struct Repository::State {
+  OpenOptions options;
+  RepoConfig config;
+  std::unique_ptr<Crypto> crypto;
+  std::unique_ptr<BlobCodec> codec;
+  std::unique_ptr<LockManager> lock;
+  MasterIndex index;
+  std::vector<FileId> index_files;  // loaded (not superseded) index files
+  std::unique_ptr<PackWriter> pack;
+  // Packs stored but not yet named by an index file.
+  std::vector<IndexPack> unindexed;
+  size_t unindexed_blobs = 0;
+};
+
+}  // namespace continuum::repo
