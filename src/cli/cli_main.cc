@@ -123,9 +123,11 @@ int CliMain(int argc, char** argv) {
   auto* pissue = pki->add_subcommand("issue", "issue a certificate and key for NAME, signed by the CA in DIR");
   pissue->add_option("NAME", pki_name, "host name (agent or server --name)")->required();
   pissue->add_option("--dir", pki_dir, "PKI directory")->required();
+  int pki_days = 825;
+  pissue->add_option("--days", pki_days, "validity in days")->capture_default_str();
   pissue->callback([&] {
     action = [&] {
-      Status st = net::PkiIssue(pki_dir, pki_name);
+      Status st = net::PkiIssue(pki_dir, pki_name, pki_days);
       if (!st.ok()) return PrintError(st, g.json, "");
       std::cout << "issued " << pki_dir << "/" << pki_name << ".crt and " << pki_name << ".key\n";
       return 0;

@@ -136,12 +136,20 @@ Status SocketConnection::SendTls(std::span<const uint8_t> data) {
     short events;
     {
       std::lock_guard lock(ssl_mu_);
+      if (sent_since_key_update_ >= key_update_interval_) {
+        // Queues the KeyUpdate; it goes out ahead of the next record. The peer
+        // need not answer (NOT_REQUESTED), so its receiver never has to write.
+        ERR_clear_error();
+        if (SSL_key_update(ssl_.get(), SSL_KEY_UPDATE_NOT_REQUESTED) == 1) sent_since_key_update_ = 0;
+        ERR_clear_error();
+      }
       int chunk = static_cast<int>(std::min<size_t>(data.size() - done, INT_MAX));
       ERR_clear_error();
       errno = 0;
       int n = SSL_write(ssl_.get(), data.data() + done, chunk);
       if (n > 0) {
         done += static_cast<size_t>(n);
+        sent_since_key_update_ += static_cast<uint64_t>(n);
         deadline = DeadlineAfter(io_timeout_ms_.load());
         continue;
       }

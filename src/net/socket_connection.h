@@ -43,6 +43,9 @@ class SocketConnection final : public Connection {
   std::string PeerAddress() const override { return peer_address_; }
   void SetIoTimeout(int ms) override { io_timeout_ms_.store(ms); }
 
+  // Tests shorten the key update interval to exercise it under load.
+  void SetKeyUpdateIntervalForTesting(uint64_t bytes) { key_update_interval_ = bytes; }
+
  private:
   enum class Op { kWrite, kRead };
   // Records `st` as the connection's failure unless one is already recorded,
@@ -63,6 +66,11 @@ class SocketConnection final : public Connection {
   const std::string peer_address_;
   const std::string peer_label_;  // "dr1 (10.0.0.5:7700)" or "10.0.0.5:7700", for messages
   std::atomic<int> io_timeout_ms_;
+  // TLS 1.3 wants AES-GCM keys changed long before 2^24.5 records (~380 GiB,
+  // minutes on a fast link), and OpenSSL does not do it by itself; the sender
+  // sends a KeyUpdate every key_update_interval_ bytes. Owned by the sending thread.
+  uint64_t key_update_interval_ = 64ull << 30;
+  uint64_t sent_since_key_update_ = 0;
   std::atomic<bool> dead_{false};
   std::mutex error_mu_;
   Status first_error_;  // GUARDED_BY(error_mu_)

@@ -35,6 +35,8 @@ bool PackFormat::DecodeEntry(ByteReader& r, PackEntry* e) {
   return e->offset <= (1ull << 48);
 }
 
+std::span<const uint8_t> PackFormat::HeaderAad() { return kHeaderAad; }
+
 std::array<uint8_t, 33> PackFormat::BlobAad(BlobType type, const BlobId& id) {
   std::array<uint8_t, 33> aad;
   aad[0] = static_cast<uint8_t>(type);

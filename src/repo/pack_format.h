@@ -43,6 +43,8 @@ class PackFormat {
   // Decrypts and parses the header; checks that entries tile [0, data_end).
   static Result<std::vector<PackEntry>> DecodeHeader(Crypto& crypto, std::span<const uint8_t> sealed_header,
                                                      uint64_t data_end, const std::string& what);
+  // Associated data of the sealed header ("CPKH" ‖ version).
+  static std::span<const uint8_t> HeaderAad();
   // Associated data of a blob: type ‖ id.
   static std::array<uint8_t, 33> BlobAad(BlobType type, const BlobId& id);
 };

@@ -31,10 +31,12 @@ class Agent:
         self.proc = None
         self.mounts = []
 
-    def start(self, extra=()):
+    def start(self, extra=(), netns=None, server=False):
         self.logf = open(self.log, "a")
+        prefix = ["ip", "netns", "exec", netns] if netns else []
+        role = "server" if server else "agent"
         self.proc = subprocess.Popen(
-            [BIN, "agent", "--state-dir", str(self.state), "--control", str(self.sock), *extra],
+            prefix + [BIN, role, "--state-dir", str(self.state), "--control", str(self.sock), *extra],
             stdout=self.logf, stderr=subprocess.STDOUT)
         deadline = time.time() + 15
         while time.time() < deadline:
