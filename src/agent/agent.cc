@@ -1,6 +1,7 @@
 #include "continuum/agent/agent.h"
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/mman.h>
@@ -91,7 +92,13 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
 
   // A daemon that serves block devices must not wait on its own devices for
   // memory reclaim: mark it an I/O flusher and keep its pages resident.
-  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) log->warn("PR_SET_IO_FLUSHER failed: {}", strerror(errno));
+  if (prctl(PR_SET_IO_FLUSHER, 1, 0, 0, 0) != 0) {
+    log->warn("PR_SET_IO_FLUSHER refused ({}): the agent lacks CAP_SYS_RESOURCE, so under heavy memory "
+              "pressure its own devices could stall reclaim", strerror(errno));
+  }
+  // Few malloc arenas: freed record buffers are reused instead of piling up
+  // per thread (they are locked in memory below).
+  mallopt(M_ARENA_MAX, 2);
   if (mlockall(MCL_CURRENT | MCL_FUTURE | MCL_ONFAULT) != 0) log->warn("mlockall failed: {}", strerror(errno));
 
   Status st = io::MakeDirs(opts.state_dir, 0700);

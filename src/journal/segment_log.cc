@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -138,10 +139,22 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
   }
   auto& seg = segments_.rbegin()->second;
   // One pwrite for header + payload keeps a record contiguous in the page cache.
-  std::vector<uint8_t> buf(rec_bytes);
-  std::memcpy(buf.data(), &h, sizeof(h));
-  if (!payload.empty()) std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());
-  Status st = seg->file->PWrite(seg->bytes, buf);
+  // Header and payload in one pwritev: no copy of the payload here.
+  Status st;
+  struct iovec iov[2] = {{&h, sizeof(h)}, {const_cast<uint8_t*>(payload.data()), payload.size()}};
+  ssize_t n;
+  do {
+    n = ::pwritev(seg->file->fd(), iov, payload.empty() ? 1 : 2, static_cast<off_t>(seg->bytes));
+  } while (n < 0 && errno == EINTR);
+  if (n < 0) {
+    st = PosixError("write " + seg->file->path() + " at offset " + std::to_string(seg->bytes), errno);
+  } else if (static_cast<uint64_t>(n) < rec_bytes) {
+    // Short write (rare): finish the rest with plain positional writes.
+    std::vector<uint8_t> buf(rec_bytes);
+    std::memcpy(buf.data(), &h, sizeof(h));
+    if (!payload.empty()) std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());
+    st = seg->file->PWrite(seg->bytes + n, std::span<const uint8_t>(buf).subspan(n));
+  }
   if (!st.ok()) {
     // Leave bytes unchanged: the next append overwrites the partial record.
     return st;

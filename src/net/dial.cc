@@ -48,11 +48,13 @@ Result<std::unique_ptr<Connection>> Dial(const std::string& host_port, const Tls
   if (!ssl.ok()) return fail(ssl.status());
   SSL* s = ssl->get();
   const TlsIdentity& self = tls->identity();
-  Status st = Drive(fd, [&] { return StepHandshake(s, self, host_port); }, deadline,
-                    "tls handshake with " + host_port, options.connect_timeout_ms);
+  Status st = Drive(
+      fd, [&] { return StepHandshake(s, self, host_port); }, deadline, "tls handshake with " + host_port,
+      options.connect_timeout_ms);
   if (st.ok()) {
-    st = Drive(fd, [&] { return StepAwaitAcceptance(s, self, host_port); }, deadline,
-               "waiting for " + host_port + " to accept our certificate", options.connect_timeout_ms);
+    st = Drive(
+        fd, [&] { return StepAwaitAcceptance(s, self, host_port); }, deadline,
+        "waiting for " + host_port + " to accept our certificate", options.connect_timeout_ms);
   }
   if (!st.ok()) {
     ssl->reset();  // before the fd it reads from is closed

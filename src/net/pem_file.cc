@@ -17,8 +17,7 @@ Status WritePemFile(const std::string& path, std::string_view contents, mode_t m
   {
     CONTINUUM_ASSIGN_OR_RETURN(auto f, io::File::Open(tmp, O_WRONLY | O_CREAT | O_EXCL, mode & 0600));
     if (::fchmod(f->fd(), mode) != 0) return PosixError("chmod " + tmp, errno);
-    CONTINUUM_RETURN_IF_ERROR(
-        f->PWrite(0, {reinterpret_cast<const uint8_t*>(contents.data()), contents.size()}));
+    CONTINUUM_RETURN_IF_ERROR(f->PWrite(0, {reinterpret_cast<const uint8_t*>(contents.data()), contents.size()}));
     // fsync before the name appears: the name must never point at unwritten data.
     CONTINUUM_RETURN_IF_ERROR(f->Sync());
   }

@@ -42,8 +42,8 @@ Status AddExtension(X509* cert, X509V3_CTX* ctx, int nid, const char* value) {
 
 struct CertSpec {
   std::string cn;
-  EVP_PKEY* key = nullptr;          // the subject's key pair
-  X509* issuer = nullptr;           // nullptr: self-signed
+  EVP_PKEY* key = nullptr;  // the subject's key pair
+  X509* issuer = nullptr;   // nullptr: self-signed
   EVP_PKEY* issuer_key = nullptr;
   int days = 0;
   bool ca = false;
@@ -70,10 +70,10 @@ Result<X509Ptr> BuildCertificate(const CertSpec& spec) {
   }
 
   X509_NAME* name = X509_get_subject_name(cert.get());
-  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC,
-                                 reinterpret_cast<const unsigned char*>("Continuum"), -1, -1, 0) != 1 ||
-      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC,
-                                 reinterpret_cast<const unsigned char*>(spec.cn.c_str()), -1, -1, 0) != 1) {
+  if (X509_NAME_add_entry_by_txt(name, "O", MBSTRING_ASC, reinterpret_cast<const unsigned char*>("Continuum"), -1, -1,
+                                 0) != 1 ||
+      X509_NAME_add_entry_by_txt(name, "CN", MBSTRING_ASC, reinterpret_cast<const unsigned char*>(spec.cn.c_str()), -1,
+                                 -1, 0) != 1) {
     return Internal("set subject of " + spec.cn + ": " + ossl::DrainErrors());
   }
   X509* issuer = spec.issuer != nullptr ? spec.issuer : cert.get();
@@ -132,8 +132,8 @@ Result<std::string> ReadPkiFile(const std::string& path, const std::string& miss
 bool IsValidPkiName(const std::string& name) {
   if (name.empty() || name.size() > 64 || name == "ca" || name[0] == '.' || name[0] == '-') return false;
   for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' ||
-              c == '_' || c == '-';
+    bool ok =
+        (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '-';
     if (!ok) return false;
   }
   return true;
@@ -151,16 +151,14 @@ Status PkiInit(const std::string& dir) {
   CONTINUUM_ASSIGN_OR_RETURN(PkeyPtr key, GenerateKey());
   // A random suffix keeps two sites' CAs apart by name, so a certificate from
   // the other site fails as "unknown CA" rather than as a signature mismatch.
-  CONTINUUM_ASSIGN_OR_RETURN(X509Ptr cert, BuildCertificate({.cn = "continuum site CA " + RandomHex(4),
-                                                             .key = key.get(),
-                                                             .days = kCaDays,
-                                                             .ca = true}));
+  CONTINUUM_ASSIGN_OR_RETURN(
+      X509Ptr cert,
+      BuildCertificate({.cn = "continuum site CA " + RandomHex(4), .key = key.get(), .days = kCaDays, .ca = true}));
   CONTINUUM_ASSIGN_OR_RETURN(std::string key_pem, ossl::KeyToPem(key.get()));
   CONTINUUM_ASSIGN_OR_RETURN(std::string cert_pem, ossl::CertToPem(cert.get()));
   // Key first: a crash in between leaves ca.key alone, which the check above
   // then refuses, instead of a certificate whose key is lost.
-  CONTINUUM_RETURN_IF_ERROR(WritePemFile(CaKeyPath(dir), key_pem, 0600, Overwrite::kNo)
-                                .WithContext("create site CA"));
+  CONTINUUM_RETURN_IF_ERROR(WritePemFile(CaKeyPath(dir), key_pem, 0600, Overwrite::kNo).WithContext("create site CA"));
   return WritePemFile(CaCertPath(dir), cert_pem, 0644, Overwrite::kNo).WithContext("create site CA");
 }
 
@@ -187,24 +185,24 @@ Status PkiIssue(const std::string& dir, const std::string& name, int days) {
     }
   }
   ERR_clear_error();
-  if (ca == nullptr) return FailedPrecondition(CaKeyPath(dir) + " does not match any certificate in " + CaCertPath(dir));
+  if (ca == nullptr)
+    return FailedPrecondition(CaKeyPath(dir) + " does not match any certificate in " + CaCertPath(dir));
   int64_t ca_not_after = ossl::AsnTimeToEpoch(X509_get0_notAfter(ca));
   if (ca_not_after <= time(nullptr)) {
     return FailedPrecondition("site CA in " + dir + " expired on " + ossl::FormatEpoch(ca_not_after));
   }
 
   CONTINUUM_ASSIGN_OR_RETURN(PkeyPtr key, GenerateKey());
-  CONTINUUM_ASSIGN_OR_RETURN(X509Ptr cert, BuildCertificate({.cn = name,
-                                                             .key = key.get(),
-                                                             .issuer = ca,
-                                                             .issuer_key = ca_key.get(),
-                                                             .days = days}));
+  CONTINUUM_ASSIGN_OR_RETURN(
+      X509Ptr cert,
+      BuildCertificate({.cn = name, .key = key.get(), .issuer = ca, .issuer_key = ca_key.get(), .days = days}));
   CONTINUUM_ASSIGN_OR_RETURN(std::string key_pem, ossl::KeyToPem(key.get()));
   CONTINUUM_ASSIGN_OR_RETURN(std::string cert_pem, ossl::CertToPem(cert.get()));
   // Renewal replaces both files; a crash in between leaves a key that does not
   // match the certificate, which loading reports, and issuing again repairs.
   std::string context = "issue certificate for " + name;
-  CONTINUUM_RETURN_IF_ERROR(WritePemFile(dir + "/" + name + ".key", key_pem, 0600, Overwrite::kYes).WithContext(context));
+  CONTINUUM_RETURN_IF_ERROR(
+      WritePemFile(dir + "/" + name + ".key", key_pem, 0600, Overwrite::kYes).WithContext(context));
   return WritePemFile(dir + "/" + name + ".crt", cert_pem, 0644, Overwrite::kYes).WithContext(context);
 }
 

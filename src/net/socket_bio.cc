@@ -45,8 +45,7 @@ long Ctrl(BIO* b, int cmd, long num, void* ptr) {
 const BIO_METHOD* Method() {
   // Built once; BIO_METHODs are immutable after setup and shared by all threads.
   static BIO_METHOD* method = [] {
-    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR,
-                                 "continuum socket");
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK | BIO_TYPE_DESCRIPTOR, "continuum socket");
     BIO_meth_set_write(m, Write);
     BIO_meth_set_read(m, Read);
     BIO_meth_set_ctrl(m, Ctrl);

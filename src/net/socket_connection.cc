@@ -20,14 +20,18 @@ namespace {
 // the readiness first, so the wait is short instead of exact.
 constexpr int kCrossWaitMs = 20;
 
+bool WritableNow(int fd) {
+  pollfd pfd{.fd = fd, .events = POLLOUT, .revents = 0};
+  return ::poll(&pfd, 1, 0) == 1 && (pfd.revents & POLLOUT) != 0;
+}
+
 std::string Label(const std::string& peer_name, const std::string& address, bool tls) {
   return tls ? peer_name + " (" + address + ")" : address;
 }
 
 }  // namespace
 
-SocketConnection::SocketConnection(int fd, ossl::SslPtr ssl, TlsIdentity self, std::string peer_name,
-                                   int io_timeout_ms)
+SocketConnection::SocketConnection(int fd, ossl::SslPtr ssl, TlsIdentity self, std::string peer_name, int io_timeout_ms)
     : fd_(fd),
       ssl_(std::move(ssl)),
       self_(std::move(self)),
@@ -64,7 +68,9 @@ Status SocketConnection::FirstError() {
   return first_error_;
 }
 
-void SocketConnection::Shutdown() { Fail(Unavailable("connection to " + peer_label_ + " was shut down")).IgnoreError(); }
+void SocketConnection::Shutdown() {
+  Fail(Unavailable("connection to " + peer_label_ + " was shut down")).IgnoreError();
+}
 
 Status SocketConnection::Wait(Op op, short events, Clock::time_point deadline, int max_wait_ms) {
   auto ready = WaitFd(fd_, events, deadline, max_wait_ms);
@@ -136,9 +142,14 @@ Status SocketConnection::SendTls(std::span<const uint8_t> data) {
     short events;
     {
       std::lock_guard lock(ssl_mu_);
-      if (sent_since_key_update_ >= key_update_interval_) {
-        // Queues the KeyUpdate; it goes out ahead of the next record. The peer
-        // need not answer (NOT_REQUESTED), so its receiver never has to write.
+      if (sent_since_key_update_ >= key_update_interval_ && WritableNow(fd_)) {
+        // SSL_key_update only queues the message; the SSL_write below sends it
+        // ahead of the data. Until it is sent, libssl makes SSL_read on this
+        // connection try to send it too, so a receiver could stall behind a
+        // full send buffer; if both peers did that at once, neither would read
+        // again. Hence only when the socket has room now (nothing else writes
+        // to it while we hold ssl_mu_) so the tiny record goes out at once.
+        // NOT_REQUESTED: the peer need not answer, so its receiver never writes.
         ERR_clear_error();
         if (SSL_key_update(ssl_.get(), SSL_KEY_UPDATE_NOT_REQUESTED) == 1) sent_since_key_update_ = 0;
         ERR_clear_error();

@@ -135,7 +135,8 @@ Result<std::unique_ptr<Connection>> SocketListener::AcceptTcp() {
   socklen_t len = sizeof(ss);
   int fd = ::accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
   if (fd < 0) {
-    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED) return std::unique_ptr<Connection>();
+    if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR || errno == ECONNABORTED)
+      return std::unique_ptr<Connection>();
     // EMFILE and friends: the caller sees it, backs off, and calls again.
     return NetError("accept on " + address_, errno);
   }
@@ -145,7 +146,8 @@ Result<std::unique_ptr<Connection>> SocketListener::AcceptTcp() {
     return st;
   }
   if (!tls_) {
-    return std::unique_ptr<Connection>(new SocketConnection(fd, nullptr, {}, "insecure:" + address, options_.io_timeout_ms));
+    return std::unique_ptr<Connection>(
+        new SocketConnection(fd, nullptr, {}, "insecure:" + address, options_.io_timeout_ms));
   }
   auto ssl = tls_->NewSession(fd, "");
   if (!ssl.ok()) {

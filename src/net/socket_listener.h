@@ -43,8 +43,7 @@ class SocketListener final : public Listener {
   // kernel backlog; bounds the memory an unauthenticated flood can take.
   static constexpr size_t kMaxPending = 64;
 
-  SocketListener(int listen_fd, int wake_fd, std::string address, std::unique_ptr<TlsContext> tls,
-                 TlsOptions options)
+  SocketListener(int listen_fd, int wake_fd, std::string address, std::unique_ptr<TlsContext> tls, TlsOptions options)
       : listen_fd_(listen_fd),
         wake_fd_(wake_fd),
         address_(std::move(address)),

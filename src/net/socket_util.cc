@@ -132,8 +132,7 @@ Result<WaitResult> WaitFd(int fd, short events, Clock::time_point deadline, int 
 
 namespace {
 
-Result<int> ConnectOne(const addrinfo* ai, const std::string& host_port, Clock::time_point deadline,
-                       int timeout_ms) {
+Result<int> ConnectOne(const addrinfo* ai, const std::string& host_port, Clock::time_point deadline, int timeout_ms) {
   int fd = ::socket(ai->ai_family, ai->ai_socktype | SOCK_NONBLOCK | SOCK_CLOEXEC, ai->ai_protocol);
   if (fd < 0) return NetError("socket for " + host_port, errno);
   std::string addr = FormatSockaddr(ai->ai_addr, ai->ai_addrlen);

@@ -25,8 +25,7 @@ Result<std::string> ReadPki(const std::string& path, const std::string& what, co
 
 // Checks our own certificate against our own trust store, so a mix-up of PKI
 // directories is reported on the host that has it, at startup.
-Status CheckOwnCertificate(X509_STORE* store, X509* cert, const std::string& cert_path,
-                           const std::string& ca_path) {
+Status CheckOwnCertificate(X509_STORE* store, X509* cert, const std::string& cert_path, const std::string& ca_path) {
   std::unique_ptr<X509_STORE_CTX, ossl::Deleter> vctx(X509_STORE_CTX_new());
   if (!vctx || X509_STORE_CTX_init(vctx.get(), store, cert, nullptr) != 1) {
     return Internal("verify " + cert_path + ": " + ossl::DrainErrors());
@@ -115,9 +114,8 @@ Result<std::unique_ptr<TlsContext>> TlsContext::Load(const TlsOptions& options, 
     SSL_CTX_set_session_id_context(c, kSessionContext, sizeof(kSessionContext) - 1);
   }
 
-  TlsIdentity identity{.name = options.name,
-                       .pki_dir = dir,
-                       .not_after = ossl::AsnTimeToEpoch(X509_get0_notAfter(certs.front().get()))};
+  TlsIdentity identity{
+      .name = options.name, .pki_dir = dir, .not_after = ossl::AsnTimeToEpoch(X509_get0_notAfter(certs.front().get()))};
   if (identity.not_after != 0 && identity.not_after <= time(nullptr)) {
     Logger("net")->warn("certificate {} expired on {}: peers will refuse it; {}", cert_path,
                         ossl::FormatEpoch(identity.not_after), issue_hint);

@@ -38,10 +38,12 @@ Status VerificationFailure(const PeerVerification& v, const TlsIdentity& self, c
       return FailedPrecondition("certificate of " + peer_desc + " is not signed by this site's CA (" + self.pki_dir +
                                 "/ca.crt)");
     case X509_V_ERR_HOSTNAME_MISMATCH:
-      return FailedPrecondition("peer name mismatch: expected " + v.expected_cn + ", got " + v.peer_cn + " (" + peer + ")");
+      return FailedPrecondition("peer name mismatch: expected " + v.expected_cn + ", got " + v.peer_cn + " (" + peer +
+                                ")");
     case X509_V_ERR_INVALID_PURPOSE:
-      return FailedPrecondition(who + " is not issued for continuum tls (extended key usage): reissue it with "
-                                      "'continuum pki issue'");
+      return FailedPrecondition(who +
+                                " is not issued for continuum tls (extended key usage): reissue it with "
+                                "'continuum pki issue'");
     default:
       return FailedPrecondition(who + " failed verification: " + X509_verify_cert_error_string(v.error));
   }
@@ -121,8 +123,9 @@ Status TlsFailure(SSL* ssl, int ret, TlsPhase phase, const TlsIdentity& self, co
     return NetError("tls connection to " + peer, saved_errno);
   }
   if (NotTls(reason)) {
-    return FailedPrecondition(peer + " does not speak tls 1.3 (" + detail +
-                              "); is one side running with --insecure?");
+    // Mid-stream, a record that does not parse is damage, not a protocol mix-up.
+    if (phase == TlsPhase::kData) return DataLoss("tls stream from " + peer + " is corrupt: " + detail);
+    return FailedPrecondition(peer + " does not speak tls 1.3 (" + detail + "); is one side running with --insecure?");
   }
   if (reason >= SSL_AD_REASON_OFFSET || reason == SSL_R_NO_PROTOCOLS_AVAILABLE) {
     const char* alert = ERR_reason_error_string(err);  // "sslv3 alert bad certificate"

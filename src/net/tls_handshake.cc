@@ -15,9 +15,12 @@ Result<TlsWant> StepHandshake(SSL* ssl, const TlsIdentity& self, const std::stri
   int rc = SSL_do_handshake(ssl);
   if (rc == 1) return TlsWant::kDone;
   switch (SSL_get_error(ssl, rc)) {
-    case SSL_ERROR_WANT_READ: return TlsWant::kRead;
-    case SSL_ERROR_WANT_WRITE: return TlsWant::kWrite;
-    default: return TlsFailure(ssl, rc, TlsPhase::kHandshake, self, peer);
+    case SSL_ERROR_WANT_READ:
+      return TlsWant::kRead;
+    case SSL_ERROR_WANT_WRITE:
+      return TlsWant::kWrite;
+    default:
+      return TlsFailure(ssl, rc, TlsPhase::kHandshake, self, peer);
   }
 }
 

@@ -6,6 +6,7 @@
 #include "continuum/common/checksum.h"
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
+#include "continuum/repo/chunker.h"
 #include "repo/bytes.h"
 
 namespace continuum::repo {
@@ -102,10 +103,12 @@ Result<MasterKey> KeyFile::Unwrap(std::span<const uint8_t> file, const Credentia
   r.Take(16, &salt);
   r.Skip(8);  // created_ns: informational
   r.Take(kSealOverhead + 64, &sealed);
-  r.Skip(24);
+  std::span<const uint8_t> reserved;
+  r.Take(24, &reserved);
   r.U64(&checksum);
   if (r.failed() || magic != Magic("CKEY")) return DataLoss("key file " + name + " has no CKEY header");
   if (checksum != Checksum64(file.data(), kChecksumAt)) return DataLoss("key file " + name + " is damaged (checksum mismatch)");
+  if (!IsAllZero(reserved)) return DataLoss("key file " + name + " has reserved bytes set");
   if (version != kVersion) {
     return FailedPrecondition("key file " + name + " has version " + std::to_string(version) + "; this build reads 1");
   }

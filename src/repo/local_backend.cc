@@ -86,8 +86,13 @@ LocalBackend::LocalBackend(std::string root) : root_(std::move(root)) {
 
 std::string LocalBackend::Dir(FileKind kind, const std::string& name) const {
   if (kind == FileKind::kConfig) return root_;
-  std::string dir = root_ + "/" + KindDir(kind);
-  if (kind == FileKind::kPack) dir += "/" + name.substr(0, 2);
+  std::string dir = root_;
+  dir += '/';
+  dir += KindDir(kind);
+  if (kind == FileKind::kPack) {
+    dir += '/';
+    dir.append(name, 0, 2);
+  }
   return dir;
 }
 
@@ -102,12 +107,7 @@ Status LocalBackend::Create() {
   for (const char* d : {"keys", "data", "index", "manifests", "locks", "tmp"}) {
     CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(root_ + "/" + d, 0700));
   }
-  static constexpr char kDigits[] = "0123456789abcdef";
-  for (int i = 0; i < 256; ++i) {
-    std::string sub = root_ + "/data/" + kDigits[i >> 4] + kDigits[i & 15];
-    CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(sub, 0700));
-  }
-  CONTINUUM_RETURN_IF_ERROR(io::SyncDir(root_ + "/data"));
+  // data/<xx>/ directories are made on first use (see Write).
   return io::SyncDir(root_);
 }
 
@@ -126,7 +126,12 @@ Status LocalBackend::Write(FileKind kind, const std::string& name, std::span<con
     if (st.ok()) st = (*f)->Sync();
   }
   std::string dir = Dir(kind, name);
-  if (st.ok() && !io::PathExists(dir)) st = io::MakeDirs(dir, 0700);
+  if (st.ok() && !io::PathExists(dir)) {
+    // A new directory entry is durable only once its parent is synced; without
+    // this a crash could lose data/<xx>/ with the packs in it.
+    st = io::MakeDirs(dir, 0700);
+    if (st.ok()) st = io::SyncDir(dir.substr(0, dir.rfind('/')));
+  }
   if (st.ok()) {
     int err = 0;
     if (replace) {

@@ -1,5 +1,6 @@
 #include "continuum/repo/repository.h"
 
+#include <algorithm>
 #include <set>
 
 #include "continuum/common/log.h"
@@ -79,39 +80,45 @@ Result<std::unique_ptr<Repository>> Repository::Open(std::unique_ptr<Backend> ba
   // Unlock the master key with the first key file that opens.
   CONTINUUM_ASSIGN_OR_RETURN(auto key_names, backend->List(FileKind::kKey));
   if (key_names.empty()) return DataLoss("repository " + loc + " has no key files");
-  std::optional<MasterKey> key;
+  auto& s = *r->s_;
   bool wrong_credentials = false;
   Status first_error;
   for (const auto& name : key_names) {
     std::string what = backend->Describe(FileKind::kKey, name);
     auto bytes = backend->Read(FileKind::kKey, name, kMaxSmallFile);
-    auto k = bytes.ok() ? KeyFile::Unwrap(*bytes, creds, what) : Result<MasterKey>(bytes.status());
-    if (k.ok()) {
-      key = *k;
-      break;
+    auto key = bytes.ok() ? KeyFile::Unwrap(*bytes, creds, what) : Result<MasterKey>(bytes.status());
+    if (!key.ok()) {
+      if (key.status().code() == StatusCode::kInvalidArgument) {
+        wrong_credentials = true;
+      } else if (first_error.ok()) {
+        first_error = key.status();
+      }
+      Logger("repo")->debug("key {} does not open: {}", what, key.status().message());
+      continue;
     }
-    if (k.status().code() == StatusCode::kInvalidArgument) {
-      wrong_credentials = true;
-    } else if (first_error.ok()) {
-      first_error = k.status();
+    auto crypto = Crypto::Create(*key);
+    SecureZero(key->data_key);
+    SecureZero(key->id_key);
+    if (!crypto.ok()) return crypto.status();
+    // A key left by an interrupted init may open with the same password but
+    // wrap another master key: the one that decrypts the config is the right one.
+    auto config = RepoConfig::Decode(*config_bytes, **crypto, config_name);
+    if (!config.ok()) {
+      if (first_error.ok()) first_error = config.status();
+      continue;
     }
-    Logger("repo")->debug("key {} does not open: {}", what, k.status().message());
+    s.crypto = std::move(*crypto);
+    s.config = std::move(*config);
+    break;
   }
-  if (!key) {
-    if (wrong_credentials) {
+  if (!s.crypto) {
+    if (wrong_credentials && first_error.ok()) {
       return InvalidArgument(std::string(creds.key_file.empty() ? "wrong password" : "wrong key file") +
                              " for repository " + loc);
     }
     return first_error;
   }
-  auto& s = *r->s_;
-  auto crypto = Crypto::Create(*key);
-  SecureZero(key->data_key);
-  SecureZero(key->id_key);
-  if (!crypto.ok()) return crypto.status();
-  s.crypto = std::move(*crypto);
-  CONTINUUM_ASSIGN_OR_RETURN(s.config, RepoConfig::Decode(*config_bytes, *s.crypto, config_name));
-  if (options.pack_target_bytes < (64u << 10)) options.pack_target_bytes = 64u << 10;
+  options.pack_target_bytes = std::clamp<uint64_t>(options.pack_target_bytes, 64u << 10, 512u << 20);
   s.options = std::move(options);
   s.codec = std::make_unique<BlobCodec>(s.crypto.get(), s.options.compression_level);
   s.pack = std::make_unique<PackWriter>(s.codec.get(), s.crypto.get());

@@ -26,6 +26,8 @@ Result<BlobId> Repository::Put(BlobType type, std::span<const uint8_t> data) {
 bool Repository::Has(const BlobId& id) const { return s_->index.Has(id) || s_->pack->Find(id) != nullptr; }
 
 Result<std::vector<uint8_t>> Repository::Get(const BlobId& id) {
+  // A long restore keeps its lock fresh too, or a prune could judge it stale.
+  CONTINUUM_RETURN_IF_ERROR(Refresh());
   if (const PackEntry* e = s_->pack->Find(id)) return s_->codec->Decode(*e, s_->pack->Stored(*e), "unsealed pack");
   return ReadBlob(id, s_->index);
 }

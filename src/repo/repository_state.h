@@ -16,7 +16,8 @@ namespace continuum::repo {
 
 inline constexpr uint64_t kMaxSmallFile = 4096;           // config, keys, locks
 inline constexpr uint64_t kMaxMetadataFile = 1ull << 30;  // index files, manifests
-inline constexpr uint64_t kMaxPackFile = 4ull << 30;
+// pack_target_bytes is clamped to 512 MiB, plus one 64 MiB blob and the header.
+inline constexpr uint64_t kMaxPackFile = 1ull << 30;
 // An index file is written once this many sealed blobs await one, bounding what
 // a crash leaves unindexed (still adoptable by RebuildIndex).
 inline constexpr size_t kIndexEveryBlobs = 65536;

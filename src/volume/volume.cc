@@ -147,25 +147,30 @@ Status Volume::CheckWritable() const {
 
 Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::vector<uint8_t> data,
                                uint64_t length, uint32_t flags, uint64_t given_seq, int64_t given_ts) {
-  std::unique_lock lock(mu_);
-  // Backpressure: admitted-but-unapplied data is bounded by the cache size.
-  space_cv_.wait(lock, [&] {
-    return stopping_ || !apply_error_.ok() || pending_bytes_ == 0 ||
-           pending_bytes_ + data.size() <= cfg_.cache_bytes;
-  });
-  if (stopping_) return Unavailable("volume " + cfg_.name + " is closing");
-  CONTINUUM_RETURN_IF_ERROR(CheckWritable());
+  // One admission at a time keeps the write log in seq order; the append
+  // itself runs outside mu_ so reads and the apply step are not held up.
+  std::lock_guard append(append_mu_);
   auto rec = std::make_unique<Record>();
-  if (given_seq != 0) {
-    // A replica takes the source's seq and time: points mean the same on both
-    // sides whatever the clocks of the two hosts say.
-    if (given_seq <= last_seq_) return last_seq_;
-    rec->seq = given_seq;
-    rec->ts_ns = std::max(given_ts, last_ts_ns_);
-  } else {
-    rec->seq = last_seq_ + 1;
-    // Timestamps never go backwards, so time -> seq lookups stay monotonic.
-    rec->ts_ns = std::max(WallNowNs(), last_ts_ns_);
+  {
+    std::unique_lock lock(mu_);
+    // Backpressure: admitted-but-unapplied data is bounded by the cache size.
+    space_cv_.wait(lock, [&] {
+      return stopping_ || !apply_error_.ok() || pending_bytes_ == 0 ||
+             pending_bytes_ + data.size() <= cfg_.cache_bytes;
+    });
+    if (stopping_) return Unavailable("volume " + cfg_.name + " is closing");
+    CONTINUUM_RETURN_IF_ERROR(CheckWritable());
+    if (given_seq != 0) {
+      // A replica takes the source's seq and time: points mean the same on
+      // both sides whatever the clocks of the two hosts say.
+      if (given_seq <= last_seq_) return last_seq_;
+      rec->seq = given_seq;
+      rec->ts_ns = std::max(given_ts, last_ts_ns_);
+    } else {
+      rec->seq = last_seq_ + 1;
+      // Timestamps never go backwards, so time -> seq lookups stay monotonic.
+      rec->ts_ns = std::max(WallNowNs(), last_ts_ns_);
+    }
   }
   rec->kind = kind;
   rec->offset = offset;
@@ -179,8 +184,8 @@ Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::ve
   h.offset = offset;
   h.length = length;
   h.flags = flags;
-  // Appended under mu_ so the write log holds records in seq order.
   auto loc = wlog_->Append(h, rec->data);
+  std::lock_guard lock(mu_);
   if (!loc.ok()) {
     Status st = loc.status().WithContext("volume " + cfg_.name + ": append to write log");
     if (admit_error_.ok()) {
@@ -195,6 +200,8 @@ Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::ve
     admit_error_ = Status::Ok();
     if (events_) events_("write_log_recovered", "write log accepts writes again");
   }
+  // Invariant: a record becomes visible to reads, the apply step and
+  // replication only once it is in the write log.
   last_seq_ = rec->seq;
   last_ts_ns_ = rec->ts_ns;
   if (kind == journal::WriteKind::kWrite || kind == journal::WriteKind::kZero) {

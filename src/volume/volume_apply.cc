@@ -2,6 +2,7 @@
 // undo journal and the mirror, and checkpoints.
 
 #include <fcntl.h>
+#include <malloc.h>
 #include <linux/falloc.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
@@ -81,6 +82,13 @@ void Volume::ApplyLoop() {
     }
     int64_t now = MonoNowNs();
     bool journal_over = cdp_ && cdp_->JournalBytes() > cdp_->JournalLimit();
+    if (idle && batch.size() > 0) trim_memory_ = true;
+    if (idle && trim_memory_ && now - last_checkpoint_ns_ > kCheckpointIntervalNs) {
+      // Record buffers freed by the apply step sit in malloc's arenas (and
+      // stay locked under mlockall) until trimmed: give them back when idle.
+      ::malloc_trim(0);
+      trim_memory_ = false;
+    }
     if ((idle && stop) || now - last_checkpoint_ns_ > kCheckpointIntervalNs ||
         wlog_->TotalBytes() > kCheckpointWlogBytes || (journal_over && !batch.empty())) {
       Status st = Checkpoint();

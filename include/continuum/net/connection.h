@@ -18,8 +18,9 @@ namespace continuum::net {
 // connection must outlive every call into it.
 //
 // Errors: a closed, reset, timed-out or shut-down connection is kUnavailable
-// (the caller reconnects and resumes); after any error the connection is dead
-// and the caller should drop it.
+// (the caller reconnects and resumes); a record that fails TLS authentication
+// (corruption or tampering on the wire) is kDataLoss. After any error the
+// connection is dead: every later call returns the first error.
 class Connection {
  public:
   virtual ~Connection() = default;

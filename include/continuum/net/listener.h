@@ -17,8 +17,7 @@ class Listener {
  public:
   // Binds `host_port` ("0.0.0.0:7700", "127.0.0.1:0", "[::1]:0") and loads the
   // TLS identity once; a missing or invalid certificate fails here, with a hint.
-  static Result<std::unique_ptr<Listener>> Listen(const std::string& host_port,
-                                                   const TlsOptions& options);
+  static Result<std::unique_ptr<Listener>> Listen(const std::string& host_port, const TlsOptions& options);
   virtual ~Listener() = default;
 
   // The bound address with the actual port ("127.0.0.1:41234").

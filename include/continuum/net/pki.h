@@ -18,8 +18,8 @@ namespace continuum::net {
 
 struct CertInfo {
   std::string subject_cn;
-  std::string issuer;              // RFC 2253, e.g. "CN=continuum site CA 1f2e3d4c,O=Continuum"
-  int64_t not_before = 0;          // seconds since the epoch, UTC
+  std::string issuer;      // RFC 2253, e.g. "CN=continuum site CA 1f2e3d4c,O=Continuum"
+  int64_t not_before = 0;  // seconds since the epoch, UTC
   int64_t not_after = 0;
   std::string fingerprint_sha256;  // lower-case hex of the DER encoding, no separators
 };

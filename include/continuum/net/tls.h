@@ -20,6 +20,9 @@ namespace continuum::net {
 // only once the server has also accepted our certificate, so a refusal (expired,
 // wrong CA) is reported here rather than on the first Recv. The whole dial is
 // bounded by options.connect_timeout_ms (name resolution excepted).
+// Errors: kFailedPrecondition for certificate and configuration problems (an
+// operator must act; the message says what to run), kUnavailable for network
+// ones (retry with backoff), kInvalidArgument for a malformed address.
 // Thread-safety: safe to call concurrently; each call loads the PKI files
 // afresh, so a renewed certificate is picked up on the next reconnect.
 Result<std::unique_ptr<Connection>> Dial(const std::string& host_port, const TlsOptions& options,

@@ -38,7 +38,7 @@ struct InitOptions {
 
 struct OpenOptions {
   LockMode lock = LockMode::kShared;
-  uint64_t pack_target_bytes = 16ull << 20;  // a pack is sealed once it passes this
+  uint64_t pack_target_bytes = 16ull << 20;  // a pack is sealed once it passes this; 64 KiB-512 MiB
   int compression_level = 3;                 // zstd level; 0 stores uncompressed
   int64_t stale_lock_ns = 30ll * 60 * 1000000000;
   int64_t lock_refresh_ns = 5ll * 60 * 1000000000;

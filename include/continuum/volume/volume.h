@@ -189,6 +189,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   uint64_t checkpoint_seq_ = 0;                                // apply thread
   uint64_t skip_undo_through_ = 0;                             // apply thread (recovery)
   int64_t last_checkpoint_ns_ = 0;                             // apply thread
+  bool trim_memory_ = false;                                   // apply thread
   bool stopping_ = false;                                      // GUARDED_BY(mu_)
   bool checkpoint_requested_ = false;                          // GUARDED_BY(mu_)
   Status apply_error_;                                         // GUARDED_BY(mu_)
@@ -196,7 +197,8 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   uint64_t writes_ = 0, bytes_written_ = 0, flushes_ = 0;     // GUARDED_BY(mu_)
   std::vector<std::weak_ptr<StreamCursor>> cursors_;           // GUARDED_BY(mu_)
   std::shared_ptr<AckWaiter> ack_waiter_;                      // GUARDED_BY(mu_)
-  std::mutex rmw_mu_;  // serializes unaligned read-modify-write
+  std::mutex rmw_mu_;     // serializes unaligned read-modify-write
+  std::mutex append_mu_;  // serializes admissions (write-log order == seq order); taken before mu_
   mutable std::shared_mutex mirror_mu_;
   std::thread apply_thread_;
 };

@@ -8,6 +8,7 @@
 
 #include "continuum/net/tls.h"
 #include "net/net_test_util.h"
+#include "net/socket_connection.h"
 
 namespace continuum::net {
 namespace {
@@ -97,6 +98,31 @@ TEST_P(ConnectionTest, FullDuplex64MiBEachWayOnBothEnds) {
   std::thread t2([&] { c_recv = RecvPattern(*client_, 2); });
   std::thread t3([&] { s_send = SendPattern(*server_, 2); });
   std::thread t4([&] { s_recv = RecvPattern(*server_, 1); });
+  t1.join();
+  t2.join();
+  t3.join();
+  t4.join();
+  EXPECT_TRUE(c_send.ok()) << c_send.ToString();
+  EXPECT_TRUE(c_recv.ok()) << c_recv.ToString();
+  EXPECT_TRUE(s_send.ok()) << s_send.ToString();
+  EXPECT_TRUE(s_recv.ok()) << s_recv.ToString();
+}
+
+// TLS 1.3 key updates (normally every 64 GiB) while both directions run full:
+// the receiver of a KeyUpdate must never need to write, or a saturated
+// full-duplex link could deadlock.
+TEST_P(ConnectionTest, FullDuplexWithFrequentKeyUpdates) {
+  if (GetParam()) GTEST_SKIP() << "tls only";
+  for (Connection* c : {client_.get(), server_.get()}) {
+    auto* sc = dynamic_cast<SocketConnection*>(c);
+    ASSERT_NE(sc, nullptr);
+    sc->SetKeyUpdateIntervalForTesting(256 << 10);
+  }
+  Status c_send, c_recv, s_send, s_recv;
+  std::thread t1([&] { c_send = SendPattern(*client_, 3); });
+  std::thread t2([&] { c_recv = RecvPattern(*client_, 4); });
+  std::thread t3([&] { s_send = SendPattern(*server_, 4); });
+  std::thread t4([&] { s_recv = RecvPattern(*server_, 3); });
   t1.join();
   t2.join();
   t3.join();

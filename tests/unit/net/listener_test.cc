@@ -36,7 +36,7 @@ class ListenerTest : public ::testing::Test {
   void SetUp() override {
     MakePki(tmp_.path(), {"dr1", "agent1"});
     server_options_ = Options(tmp_.path(), "dr1");
-    server_options_.connect_timeout_ms = 500;
+    server_options_.connect_timeout_ms = 1000;
     auto l = Listener::Listen("127.0.0.1:0", server_options_);
     ASSERT_TRUE(l.ok()) << l.status().ToString();
     listener_ = std::move(l).value();
@@ -83,10 +83,9 @@ TEST_F(ListenerTest, ClientThatConnectsAndClosesIsAnError) {
 
 TEST_F(ListenerTest, SilentClientTimesOutWithoutBlockingOthers) {
   int silent = RawConnect(listener_->Address());
-  // A good client that arrives after the silent one is accepted first.
-  auto start = std::chrono::steady_clock::now();
+  // A good client that arrives after the silent one is accepted first: were
+  // handshakes sequential, this Accept would return the silent one's timeout.
   auto good = DialAndAccept(*listener_, Options(tmp_.path(), "agent1"));
-  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::milliseconds(400));
   ASSERT_TRUE(good.server->ok()) << good.server->status().ToString();
   ASSERT_TRUE(good.client->ok());
 
@@ -94,7 +93,7 @@ TEST_F(ListenerTest, SilentClientTimesOutWithoutBlockingOthers) {
   ASSERT_FALSE(timed_out.ok());
   EXPECT_EQ(timed_out.status().code(), StatusCode::kUnavailable);
   EXPECT_NE(timed_out.status().message().find("tls handshake with 127.0.0.1:"), std::string::npos);
-  EXPECT_NE(timed_out.status().message().find("timed out after 500 ms"), std::string::npos)
+  EXPECT_NE(timed_out.status().message().find("timed out after 1000 ms"), std::string::npos)
       << timed_out.status().message();
   ::close(silent);
 }

@@ -118,7 +118,8 @@ TEST(PkiTest, IssueWritesCertificateSignedByCa) {
 TEST(PkiTest, IssueValidatesName) {
   TempDir tmp;
   ASSERT_TRUE(PkiInit(tmp.path()).ok());
-  for (const std::string& bad : std::vector<std::string>{"", "a/b", "../x", "..", ".hidden", "-flag", "ca", "a b", "ü", std::string(65, 'a')}) {
+  for (const std::string& bad :
+       std::vector<std::string>{"", "a/b", "../x", "..", ".hidden", "-flag", "ca", "a b", "ü", std::string(65, 'a')}) {
     Status st = PkiIssue(tmp.path(), bad);
     EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << "'" << bad << "'";
   }

@@ -53,8 +53,8 @@ double MeasureMiBps(bool insecure) {
 TEST(NetThroughput, DISABLED_OneGiBLoopbackTlsAndPlaintext) {
   double tls = MeasureMiBps(false);
   double plain = MeasureMiBps(true);
-  std::printf("1 GiB single stream over loopback: tls %.0f MiB/s, plaintext %.0f MiB/s (tls/plain %.2f)\n", tls,
-              plain, plain > 0 ? tls / plain : 0);
+  std::printf("1 GiB single stream over loopback: tls %.0f MiB/s, plaintext %.0f MiB/s (tls/plain %.2f)\n", tls, plain,
+              plain > 0 ? tls / plain : 0);
 }
 
 }  // namespace

@@ -19,11 +19,11 @@ using testing::MakePki;
 using testing::Options;
 using testing::TempDir;
 
-#define EXPECT_ERROR_HAS(result, text)                                                   \
-  do {                                                                                   \
-    ASSERT_FALSE((result).ok()) << "expected an error containing: " << (text);           \
-    EXPECT_NE((result).status().message().find(text), std::string::npos)                 \
-        << "'" << (result).status().message() << "' lacks '" << (text) << "'";           \
+#define EXPECT_ERROR_HAS(result, text)                                         \
+  do {                                                                         \
+    ASSERT_FALSE((result).ok()) << "expected an error containing: " << (text); \
+    EXPECT_NE((result).status().message().find(text), std::string::npos)       \
+        << "'" << (result).status().message() << "' lacks '" << (text) << "'"; \
   } while (0)
 
 class TlsAuthTest : public ::testing::Test {
@@ -123,8 +123,8 @@ TEST_F(TlsAuthTest, OwnCertificateFromAnotherCaFailsLocally) {
 
 TEST_F(TlsAuthTest, MissingFilesGiveTheCommandToRun) {
   auto conn = Dial("127.0.0.1:1", Options(dir(), "nobody"));
-  EXPECT_ERROR_HAS(conn, "missing certificate " + dir() + "/nobody.crt: run 'continuum pki issue nobody --dir " +
-                             dir() + "'");
+  EXPECT_ERROR_HAS(
+      conn, "missing certificate " + dir() + "/nobody.crt: run 'continuum pki issue nobody --dir " + dir() + "'");
   EXPECT_EQ(conn.status().code(), StatusCode::kFailedPrecondition);
 
   auto listener = Listener::Listen("127.0.0.1:0", Options(dir(), "dr2"));

@@ -108,7 +108,9 @@ TEST_F(FormatFuzzTest, Config) {
     std::vector<uint8_t> sealed = header;
     ASSERT_TRUE(crypto_->SealAppend(header, Mutate(*body, rng_), &sealed).ok());
     auto r = RepoConfig::Decode(sealed, *crypto_, "config");
-    if (!r.ok()) EXPECT_NE(r.status().message().find("config"), std::string::npos);
+    if (!r.ok()) {
+      EXPECT_NE(r.status().message().find("config"), std::string::npos);
+    }
   }
   EXPECT_LT(accepted, 10);
 }
@@ -127,7 +129,9 @@ TEST_F(FormatFuzzTest, KeyFile) {
       std::memcpy(raw.data() + 164, &sum, 8);
     }
     auto r = KeyFile::Unwrap(raw, testing::Pw("pw"), "keys/k");
-    if (r.ok()) EXPECT_EQ(raw, *file);
+    if (r.ok()) {
+      EXPECT_EQ(raw, *file);
+    }
   }
 }
 
@@ -214,7 +218,9 @@ TEST_F(FormatFuzzTest, ManifestAndTree) {
     auto sealed = SealedFile::Encode(*crypto_, Magic("CMAN"), 1, Mutate(*body, rng_));
     ASSERT_TRUE(sealed.ok());
     auto r = ManifestCodec::Decode(*crypto_, *sealed, "manifest");
-    if (r.ok()) EXPECT_LE(r->payload.size(), kMaxManifestPayload);
+    if (r.ok()) {
+      EXPECT_LE(r->payload.size(), kMaxManifestPayload);
+    }
     ManifestCodec::DecodeTree(Mutate(tree, rng_), "tree").status().IgnoreError();
   }
 }
