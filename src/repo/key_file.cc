@@ -3,10 +3,11 @@
 #include <fcntl.h>
 #include <sodium.h>
 
+#include <algorithm>
+
 #include "continuum/common/checksum.h"
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
-#include "continuum/repo/chunker.h"
 #include "repo/bytes.h"
 
 namespace continuum::repo {
@@ -108,7 +109,7 @@ Result<MasterKey> KeyFile::Unwrap(std::span<const uint8_t> file, const Credentia
   r.U64(&checksum);
   if (r.failed() || magic != Magic("CKEY")) return DataLoss("key file " + name + " has no CKEY header");
   if (checksum != Checksum64(file.data(), kChecksumAt)) return DataLoss("key file " + name + " is damaged (checksum mismatch)");
-  if (!IsAllZero(reserved)) return DataLoss("key file " + name + " has reserved bytes set");
+  if (!std::all_of(reserved.begin(), reserved.end(), [](uint8_t b) { return b == 0; })) return DataLoss("key file " + name + " has reserved bytes set");
   if (version != kVersion) {
     return FailedPrecondition("key file " + name + " has version " + std::to_string(version) + "; this build reads 1");
   }

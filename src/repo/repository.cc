@@ -112,11 +112,11 @@ Result<std::unique_ptr<Repository>> Repository::Open(std::unique_ptr<Backend> ba
     break;
   }
   if (!s.crypto) {
-    if (wrong_credentials && first_error.ok()) {
-      return InvalidArgument(std::string(creds.key_file.empty() ? "wrong password" : "wrong key file") +
-                             " for repository " + loc);
-    }
-    return first_error;
+    if (!wrong_credentials) return first_error;
+    std::string msg = std::string(creds.key_file.empty() ? "wrong password" : "wrong key file") + " for repository " + loc;
+    // A damaged key file might have been the one for these credentials: say so.
+    if (!first_error.ok()) msg += " (another key file is unusable: " + first_error.message() + ")";
+    return InvalidArgument(msg);
   }
   options.pack_target_bytes = std::clamp<uint64_t>(options.pack_target_bytes, 64u << 10, 512u << 20);
   s.options = std::move(options);

@@ -113,7 +113,7 @@ Result<CheckReport> Repository::Check(bool read_data) {
   return rep;
 }
 
-Result<RebuildReport> Repository::RebuildIndex() {
+Result<RebuildReport> Repository::RebuildIndex(bool read_data) {
   auto& s = *s_;
   if (s.options.lock != LockMode::kExclusive) {
     return FailedPrecondition("rebuilding the index of " + location_ + " needs an exclusive lock");
@@ -156,6 +156,27 @@ Result<RebuildReport> Repository::RebuildIndex() {
     }
     auto id = FileId::FromHex(name);
     if (!id.ok()) continue;
+    if (read_data) {
+      // Leave damaged blobs out, so the next backup stores them again instead of
+      // deduplicating against a copy that cannot be read.
+      auto bytes = backend_->Read(FileKind::kPack, name, kMaxPackFile);
+      if (!bytes.ok()) {
+        bad(bytes.status());
+        continue;
+      }
+      PackProblem lost{.pack = backend_->Describe(FileKind::kPack, name), .problem = "damaged blobs left out"};
+      std::vector<PackEntry> good;
+      for (const auto& e : *entries) {
+        auto blob = s.codec->Decode(e, std::span<const uint8_t>(*bytes).subspan(e.offset, e.stored_len), what);
+        if (blob.ok()) {
+          good.push_back(e);
+        } else {
+          lost.lost_blobs.push_back(e.id);
+        }
+      }
+      if (!lost.lost_blobs.empty()) rep.bad_packs.push_back(std::move(lost));
+      *entries = std::move(good);
+    }
     rep.blobs_indexed += entries->size();
     ++rep.packs_indexed;
     packs.push_back({*id, *size, std::move(*entries)});

@@ -101,9 +101,10 @@ void Volume::ApplyLoop() {
 
 Status Volume::ApplyBatch(std::vector<Record*>& batch) {
   const uint32_t bs = cfg_.block_size;
-  // Invariant: an undo record is never durable before its write-log record,
-  // so recovery can always tell which writes the undo journal has seen.
-  CONTINUUM_RETURN_IF_ERROR(wlog_->Sync());
+  // The write log is not synced here: an undo record that outlives its
+  // (unsynced, so never acknowledged) write-log record after a crash only
+  // describes a write that may or may not have reached the mirror; views
+  // before it stay exact, and recovery numbers new writes after it.
   if (cdp_) {
     // Before-images within a batch must see earlier writes of the same batch,
     // which are not in the mirror yet.

@@ -43,7 +43,9 @@ struct RebuildReport {
   uint64_t blobs_indexed = 0;
   uint64_t index_files_written = 0;
   uint64_t index_files_removed = 0;
-  std::vector<PackProblem> bad_packs;  // packs whose header does not decode: left in place
+  // Packs whose header does not decode (left in place, not indexed), and with
+  // read_data packs whose damaged blobs were left out (lost_blobs).
+  std::vector<PackProblem> bad_packs;
 };
 
 }  // namespace continuum::repo

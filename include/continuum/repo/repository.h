@@ -92,8 +92,11 @@ class Repository {
 
   // Verifies the repository: see docs/format/repository.md, "Check and repair".
   Result<CheckReport> Check(bool read_data);
-  // Rebuilds the index from pack headers. Needs an exclusive lock.
-  Result<RebuildReport> RebuildIndex();
+  // Rebuilds the index from pack headers. Needs an exclusive lock. With
+  // `read_data`, every blob is verified and damaged ones are left out of the new
+  // index, so the next backup stores them again (otherwise dedup would keep
+  // pointing at the damaged copy).
+  Result<RebuildReport> RebuildIndex(bool read_data = false);
 
   // Chunker settings every writer of this repository must use (dedup).
   FastCdcOptions CdcOptions() const;

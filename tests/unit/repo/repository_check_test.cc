@@ -110,6 +110,40 @@ TEST_F(RepositoryCheckTest, FlippedBitIsFoundAndNamesPackAndPoint) {
   }
 }
 
+TEST_F(RepositoryCheckTest, RepairWithReadDataLetsTheNextBackupHeal) {
+  MakeTwoPoints();
+  fs::path victim = PackOfPoint(1);
+  {
+    std::fstream f(victim, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(100);
+    char c;
+    f.get(c);
+    f.seekp(100);
+    f.put(static_cast<char>(c ^ 0x10));
+  }
+  auto r = Reopen(SmallPacks(LockMode::kExclusive));
+  auto rep = r->Check(true);
+  ASSERT_EQ(rep->pack_problems.size(), 1u);
+  BlobId lost = rep->pack_problems[0].lost_blobs.at(0);
+  // Without repair, storing the same data again dedups against the damaged copy.
+  EXPECT_TRUE(r->Has(lost));
+  auto rebuilt = r->RebuildIndex(/*read_data=*/true);
+  ASSERT_TRUE(rebuilt.ok()) << rebuilt.status().ToString();
+  ASSERT_EQ(rebuilt->bad_packs.size(), 1u);
+  EXPECT_EQ(rebuilt->bad_packs[0].lost_blobs, std::vector<BlobId>{lost});
+  EXPECT_FALSE(r->Has(lost));
+  // The next backup of the same data stores the blob again: the point is whole.
+  ASSERT_TRUE(data_.count(lost));
+  auto again = r->Put(BlobType::kData, data_[lost]);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(*again, lost);
+  ASSERT_TRUE(r->Flush().ok());
+  EXPECT_TRUE(r->Get(lost).ok());
+  rep = r->Check(false);
+  ASSERT_TRUE(rep.ok());
+  EXPECT_TRUE(rep->manifest_problems.empty());
+}
+
 TEST_F(RepositoryCheckTest, MissingPackNamesAffectedPoints) {
   MakeTwoPoints();
   fs::path victim = PackOfPoint(1);

@@ -224,3 +224,33 @@ TEST_F(RepositoryTest, KeyFileRepository) {
 
 }  // namespace
 }  // namespace continuum::repo
+
+namespace continuum::repo {
+namespace {
+
+class RepositoryKeysTest : public testing::TempDirTest {};
+
+TEST_F(RepositoryKeysTest, KeyLeftByAnInterruptedInitIsSkipped) {
+  // An init that died after writing its key: same password, another master key.
+  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+  std::filesystem::remove(std::filesystem::path(repo_) / "config");
+  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+  EXPECT_EQ(Files("keys").size(), 2u);
+  auto r = Repository::Open(repo_, Pw());
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  auto id = (*r)->Put(BlobType::kData, RandomBytes(100, 1));
+  EXPECT_TRUE((*r)->Get(*id).ok());
+}
+
+TEST_F(RepositoryKeysTest, DamagedKeyFileIsDataLossNotWrongPassword) {
+  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+  auto keys = Files("keys");
+  ASSERT_EQ(keys.size(), 1u);
+  std::filesystem::resize_file(keys[0], 100);
+  auto r = Repository::Open(repo_, Pw());
+  EXPECT_EQ(r.status().code(), StatusCode::kDataLoss);
+  EXPECT_NE(r.status().message().find(keys[0].string()), std::string::npos) << r.status().message();
+}
+
+}  // namespace
+}  // namespace continuum::repo
