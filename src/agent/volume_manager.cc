@@ -1,6 +1,8 @@
 #include "continuum/agent/volume_manager.h"
 
 #include <dirent.h>
+#include <linux/loop.h>
+#include <sys/ioctl.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -91,8 +93,14 @@ void VolumeManager::CleanStaleLoops(const std::string& fuse_dir) {
     if (st.ok()) {
       Logger("agent")->info("released stale loop device {} of {}", d, fuse_path);
     } else {
+      // Still mounted or open: let the kernel release it on the last close.
+      int fd = ::open(d.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd >= 0) {
+        (void)!::ioctl(fd, LOOP_CLR_FD, 0);
+        ::close(fd);
+      }
       events_->Add("", "stale_device", "stale loop device " + d + " of " + fuse_path +
-                                           " is still in use (unmount it): " + st.message());
+                                           " is still in use; it is released when its user closes it (unmount it)");
     }
   }
 }

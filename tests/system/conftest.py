@@ -57,7 +57,24 @@ class Agent:
             return json.loads(r.stdout)
         return r
 
+    def our_loops(self):
+        """Loop devices whose backing lives under this agent's root."""
+        out = {}
+        for sysdir in Path("/sys/block").glob("loop*"):
+            try:
+                backing = (sysdir / "loop" / "backing_file").read_text().strip()
+            except OSError:
+                continue
+            if backing.startswith(str(self.root)):
+                out["/dev/" + sysdir.name] = os.path.basename(backing)
+        return out
+
     def kill9(self):
+        # After a crash the devices' backing paths change (the dead FUSE mount
+        # is detached); remember them so cleanup can still release them.
+        if not hasattr(self, "known_loops"):
+            self.known_loops = {}
+        self.known_loops.update(self.our_loops())
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait(timeout=10)
@@ -91,14 +108,17 @@ class Agent:
             subprocess.run(["umount", "-l", m], capture_output=True)
         self.mounts = []
         self.kill9()
-        # Loop devices whose backing lives in our state dir (volumes, views).
-        for sysdir in Path("/sys/block").glob("loop*"):
+        # Loop devices whose backing lives in our state dir (volumes, views),
+        # and those a crash left pointing at a detached FUSE file.
+        for dev in self.our_loops():
+            subprocess.run(["losetup", "-d", dev], capture_output=True)
+        for dev, base in getattr(self, "known_loops", {}).items():
             try:
-                backing = (sysdir / "loop" / "backing_file").read_text().strip()
+                backing = Path(f"/sys/block/{Path(dev).name}/loop/backing_file").read_text().strip()
             except OSError:
                 continue
-            if backing.startswith(str(self.root)):
-                subprocess.run(["losetup", "-d", "/dev/" + sysdir.name], capture_output=True)
+            if os.path.basename(backing) == base:
+                subprocess.run(["losetup", "-d", dev], capture_output=True)
         subprocess.run(["umount", "-l", str(self.state / "dev")], capture_output=True)
         if hasattr(self, "logf"):
             self.logf.close()

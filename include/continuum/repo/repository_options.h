@@ -12,7 +12,7 @@ struct Credentials {
   std::string key_file;  // path of a file holding >= 32 random bytes (at most 1 MiB)
 };
 
-// Argon2id cost (libsodium crypto_pwhash). Defaults cost ~0.2-0.5 s and 64 MiB per
+// Argon2id cost (libsodium crypto_pwhash). Defaults cost ~0.1 s (measured) and 64 MiB per
 // open; tests pass ops 1 / mem 8 KiB. Stored in the key file, so opening uses
 // whatever the key was created with.
 struct KdfParams {
