@@ -6,6 +6,7 @@
 #include <functional>
 #include <iostream>
 
+#include "cli/backup_commands.h"
 #include "cli/output.h"
 #include "continuum/agent/agent.h"
 #include "continuum/api/control_client.h"
@@ -441,6 +442,8 @@ int CliMain(int argc, char** argv) {
                   [&](const nlohmann::json&) { std::cout << "deleted bitmap " << c.base << "\n"; });
     };
   });
+
+  RegisterBackupCommands(app, &action, &g.json);
 
   // --- events ---
   std::string ev_volume;
