@@ -334,6 +334,11 @@ Status VolumeManager::Delete(const std::string& name) {
   CONTINUUM_ASSIGN_OR_RETURN(auto m, Find(name));
   std::lock_guard op(m->op_mu);
   if (m->loop) return FailedPrecondition("volume " + name + " is up; run 'continuum volume down " + name + "' first");
+  std::error_code ec;
+  for (const auto& t : std::filesystem::directory_iterator(VolumeDir(name) + "/targets", ec)) {
+    return FailedPrecondition("volume " + name + " still replicates (" + t.path().stem().string() +
+                              "); run 'continuum volume unreplicate' first");
+  }
   {
     std::lock_guard lock(mu_);
     for (const auto& [id, v] : views_) {

@@ -74,9 +74,25 @@ void Receiver::Serve(net::Connection* conn) {
   conn->Shutdown();
 }
 
+Status Receiver::ServeVerify(net::Connection* conn, const HelloInfo& hello, const nlohmann::json& request) {
+  uint64_t seq = request.value("seq", 0ull);
+  uint64_t range = request.value("range_bytes", 0ull);
+  if (range < 4096 || range > (64ull << 20) || range % 4096 != 0) {
+    return InvalidArgument("verify range of " + std::to_string(range) + " bytes is not supported");
+  }
+  if (hello.size / range >= kMaxFramePayload / sizeof(uint64_t)) {
+    return InvalidArgument("verify of " + std::to_string(hello.size) + " bytes needs a larger range size");
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto sums, provider_->ReplicaChecksums(hello, seq, range));
+  return WriteFrame(*conn, FrameType::kVerifySums,
+                    {reinterpret_cast<const uint8_t*>(sums.data()), sums.size() * sizeof(uint64_t)});
+}
+
 Status Receiver::ServeStream(net::Connection* conn, std::string* replica_name) {
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
-  if (f.type != FrameType::kHello) return InvalidArgument("expected a hello from " + conn->PeerName());
+  if (f.type != FrameType::kHello && f.type != FrameType::kVerify) {
+    return InvalidArgument("expected a hello from " + conn->PeerName());
+  }
   CONTINUUM_ASSIGN_OR_RETURN(auto j, FrameJson(f));
   HelloInfo hello;
   try {
@@ -91,6 +107,7 @@ Status Receiver::ServeStream(net::Connection* conn, std::string* replica_name) {
   if (j.value("version", 0) != kProtocolVersion) {
     return FailedPrecondition("protocol version " + std::to_string(j.value("version", 0)) + " is not supported");
   }
+  if (f.type == FrameType::kVerify) return ServeVerify(conn, hello, j);
   CONTINUUM_ASSIGN_OR_RETURN(auto rep, provider_->Attach(hello));
   *replica_name = rep.name;
   auto vol = rep.volume;

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
@@ -15,6 +16,8 @@ namespace {
 
 constexpr size_t kBatchBytes = 4u << 20;
 constexpr size_t kBatchRecords = 512;
+// resync_last_ of a window whose last record is not known in advance.
+constexpr uint64_t kOpenEnded = UINT64_MAX;
 
 bool AllZero(std::span<const uint8_t> d) {
   return std::all_of(d.begin(), d.end(), [](uint8_t b) { return b == 0; });
@@ -198,7 +201,16 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
                                               ": resyncing the whole volume");
     fresh_resync = true;
   }
-  (void)fresh_resync;
+  {
+    // A resync window left open by an earlier session: announce it again (the
+    // target may not have seen it), so its points stay marked until it closes.
+    std::unique_lock lock(mu_);
+    if (resync_active_ && !fresh_resync) {
+      nlohmann::json begin{{"first_seq", resync_first_}, {"last_seq", resync_last_}};
+      lock.unlock();
+      CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, begin));
+    }
+  }
   cursor_->acked = std::min<uint64_t>(cursor_->acked.load(), durable);
   SetState("streaming");
   {
@@ -222,13 +234,32 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     batch.clear();
     size_t count = 0;
     bool resync_done = false;
+    bool dry = false;
+    bool last_was_resync = false;
+    std::optional<nlohmann::json> begin;  // a window opened in this batch
     std::vector<InFlight> shipped;
     while (batch.size() < kBatchBytes && count < kBatchRecords) {
       CONTINUUM_ASSIGN_OR_RETURN(auto rec, (*reader)->Next());
-      if (!rec) break;
+      if (!rec) {
+        dry = true;
+        break;
+      }
       journal::RecordHeader h = rec->header;
       std::span<const uint8_t> data = rec->payload;
-      if (static_cast<journal::WriteKind>(h.kind) == journal::WriteKind::kResync) {
+      last_was_resync = static_cast<journal::WriteKind>(h.kind) == journal::WriteKind::kResync;
+      if (last_was_resync) {
+        std::lock_guard lock(mu_);
+        if (!resync_active_) {
+          // Resync records outside a full resync (verify --repair, perhaps for
+          // another target): an open-ended window that closes at the end of
+          // the run of resync records.
+          resync_active_ = true;
+          resync_first_ = h.seq;
+          resync_last_ = kOpenEnded;
+          begin = nlohmann::json{{"first_seq", h.seq}, {"last_seq", h.seq}};
+        }
+      }
+      if (last_was_resync) {
         buf.resize(h.length);
         CONTINUUM_ASSIGN_OR_RETURN(uint64_t c, volume_->ReadCurrent(h.offset, buf));
         consistent_at = std::max(consistent_at, c);
@@ -247,6 +278,10 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       std::lock_guard lock(mu_);
       if (resync_active_ && h.seq == resync_last_) resync_done = true;
     }
+    {
+      std::lock_guard lock(mu_);
+      if (count > 0 && resync_active_ && resync_last_ == kOpenEnded && (dry || !last_was_resync)) resync_done = true;
+    }
     if (count == 0) {
       volume_->WaitAdmitted((*reader)->last_seq(), 100);
       continue;
@@ -260,6 +295,11 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
         inflight_.push_back(s);
         inflight_bytes_ += s.bytes;
       }
+    }
+    if (begin) {
+      SaveState();
+      CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, *begin));
+      Emit("resync_started", "ranges from seq " + std::to_string(resync_first_) + " (verify repair)");
     }
     CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, FrameType::kRecords, batch));
     if (resync_done) {

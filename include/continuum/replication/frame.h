@@ -25,6 +25,8 @@ enum class FrameType : uint16_t {
   kResyncBegin = 5,  // source -> target, JSON {"first_seq", "last_seq"}
   kResyncDone = 6,   // source -> target, JSON {"consistent_at"}
   kError = 7,        // either way, JSON {"code", "message"}; the sender closes after it
+  kVerify = 8,       // source -> target on its own connection, JSON {.., "seq", "range_bytes"}
+  kVerifySums = 9,   // target -> source, u64 XXH3 per range of the replica as of "seq"
 };
 
 inline constexpr uint32_t kFrameMagic = 0x31505243;  // "CRP1"

@@ -8,6 +8,9 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "continuum/common/result.h"
 #include "continuum/net/listener.h"
@@ -38,6 +41,13 @@ class ReplicaProvider {
   virtual void ResyncBegin(const std::string& replica, uint64_t first_seq, uint64_t last_seq) = 0;
   virtual void ResyncDone(const std::string& replica, uint64_t consistent_at) = 0;
   virtual void Event(const std::string& replica, const std::string& kind, const std::string& msg) = 0;
+  // Online verify: XXH3 per `range_bytes` of the replica of `hello`'s volume
+  // as of `seq` (a CDP view, so the stream keeps flowing). Refuses a replica
+  // that does not exist, does not hold `seq`, or is inside a resync window.
+  virtual Result<std::vector<uint64_t>> ReplicaChecksums(const HelloInfo& hello, uint64_t seq,
+                                                         uint64_t range_bytes) {
+    return FailedPrecondition("this target does not support verify");
+  }
 };
 
 // Accepts replication connections and applies their write streams to
@@ -57,6 +67,7 @@ class Receiver {
   void AcceptLoop();
   void Serve(net::Connection* conn);
   Status ServeStream(net::Connection* conn, std::string* replica_name);
+  Status ServeVerify(net::Connection* conn, const HelloInfo& hello, const nlohmann::json& request);
 
   std::unique_ptr<net::Listener> listener_;
   ReplicaProvider* provider_;

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "continuum/common/result.h"
+#include "continuum/repo/manifest.h"
+
+namespace continuum::backup {
+
+// What a point holds: a disk image (offset -> chunk map) or directory trees.
+enum class PointType { kImage, kPath };
+std::string_view PointTypeName(PointType type);
+
+// One backup point as the backup layer describes it. Stored as the manifest
+// payload (JSON text, docs/user-guide/backup.md "Point format"); `id` is not
+// stored, it is the manifest's id.
+struct PointInfo {
+  repo::ManifestId id;
+  int64_t time_ns = 0;
+  PointType type = PointType::kImage;
+  std::string kind = "full";  // only full points exist so far
+  std::vector<std::string> sources;  // absolute paths
+  std::string host;
+  std::vector<std::string> tags;
+  uint64_t size = 0;            // image size, or the sum of file sizes
+  uint64_t files = 0;           // path points: entries of any type
+  uint64_t bytes_read = 0;      // read from the source
+  uint64_t new_raw_bytes = 0;   // plaintext of blobs this point added to the repository
+  uint64_t new_stored_bytes = 0;  // the same after compression and encryption
+  uint32_t chunk_size = 0;      // image points: fixed chunk size
+  int64_t duration_ns = 0;
+  uint64_t warnings = 0;        // entries that could not be read (path points)
+
+  nlohmann::json ToJson() const;
+  std::vector<uint8_t> Encode() const;
+  // kDataLoss when `payload` is not a point description (input from disk).
+  static Result<PointInfo> Decode(const repo::ManifestId& id, int64_t time_ns, const std::vector<uint8_t>& payload);
+};
+
+}  // namespace continuum::backup

@@ -1,0 +1,73 @@
+#include "continuum/backup/point_info.h"
+
+#include "continuum/common/time_util.h"
+
+namespace continuum::backup {
+
+std::string_view PointTypeName(PointType type) { return type == PointType::kImage ? "image" : "path"; }
+
+nlohmann::json PointInfo::ToJson() const {
+  return nlohmann::json{{"id", id.Hex()},
+                        {"time", FormatRfc3339(time_ns)},
+                        {"type", std::string(PointTypeName(type))},
+                        {"kind", kind},
+                        {"sources", sources},
+                        {"host", host},
+                        {"tags", tags},
+                        {"size", size},
+                        {"files", files},
+                        {"bytes_read", bytes_read},
+                        {"new_raw_bytes", new_raw_bytes},
+                        {"new_stored_bytes", new_stored_bytes},
+                        {"chunk_size", chunk_size},
+                        {"duration_ns", duration_ns},
+                        {"warnings", warnings}};
+}
+
+std::vector<uint8_t> PointInfo::Encode() const {
+  nlohmann::json j = ToJson();
+  j.erase("id");
+  j.erase("time");  // the manifest carries the time
+  j["format"] = "continuum-point-v1";
+  // Source paths may hold bytes that are not UTF-8: replaced, never thrown on.
+  std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+  return {text.begin(), text.end()};
+}
+
+Result<PointInfo> PointInfo::Decode(const repo::ManifestId& id, int64_t time_ns, const std::vector<uint8_t>& payload) {
+  auto j = nlohmann::json::parse(payload.begin(), payload.end(), nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object() || j.value("format", "") != "continuum-point-v1") {
+    return DataLoss("point " + id.Hex() + ": manifest payload is not a continuum point description");
+  }
+  PointInfo p;
+  p.id = id;
+  p.time_ns = time_ns;
+  try {
+    std::string type = j.at("type").get<std::string>();
+    if (type == "image") {
+      p.type = PointType::kImage;
+    } else if (type == "path") {
+      p.type = PointType::kPath;
+    } else {
+      return DataLoss("point " + id.Hex() + ": unknown type '" + type + "'");
+    }
+    p.kind = j.value("kind", "full");
+    p.sources = j.value("sources", std::vector<std::string>{});
+    p.host = j.value("host", "");
+    p.tags = j.value("tags", std::vector<std::string>{});
+    p.size = j.value("size", uint64_t{0});
+    p.files = j.value("files", uint64_t{0});
+    p.bytes_read = j.value("bytes_read", uint64_t{0});
+    p.new_raw_bytes = j.value("new_raw_bytes", uint64_t{0});
+    p.new_stored_bytes = j.value("new_stored_bytes", uint64_t{0});
+    p.chunk_size = j.value("chunk_size", uint32_t{0});
+    p.duration_ns = j.value("duration_ns", int64_t{0});
+    p.warnings = j.value("warnings", uint64_t{0});
+  } catch (const nlohmann::json::exception& e) {
+    // Wrong field types in a payload read from disk: an error, never a crash.
+    return DataLoss("point " + id.Hex() + ": bad point description: " + e.what());
+  }
+  return p;
+}
+
+}  // namespace continuum::backup

@@ -1,0 +1,38 @@
+#include "point_util.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "continuum/common/time_util.h"
+
+namespace continuum::backup {
+
+std::string HostName() {
+  char buf[256] = {};
+  if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";
+  return buf;
+}
+
+std::string AbsolutePath(const std::string& path) {
+  std::error_code ec;
+  auto abs = std::filesystem::absolute(path, ec);
+  if (ec) return path;
+  std::string s = abs.lexically_normal().string();
+  while (s.size() > 1 && s.back() == '/') s.pop_back();
+  return s;
+}
+
+Result<PointInfo> SavePoint(repo::Repository& repo, PointInfo info, const repo::BlobId& root,
+                            const repo::RepositoryStats& before, int64_t start_mono_ns) {
+  // Flush first so the stored-byte counters include the last pack.
+  CONTINUUM_RETURN_IF_ERROR(repo.Flush());
+  info.new_raw_bytes = repo.stats().raw_bytes_new - before.raw_bytes_new;
+  info.new_stored_bytes = repo.stats().stored_bytes_new - before.stored_bytes_new;
+  info.duration_ns = MonoNowNs() - start_mono_ns;
+  repo::Manifest m{.time_ns = info.time_ns, .roots = {root}, .payload = info.Encode()};
+  CONTINUUM_ASSIGN_OR_RETURN(info.id, repo.SaveManifest(m));
+  return info;
+}
+
+}  // namespace continuum::backup

@@ -1,0 +1,19 @@
+#pragma once
+
+#include <string>
+
+#include "continuum/backup/point_info.h"
+#include "continuum/common/result.h"
+#include "continuum/repo/repository.h"
+
+namespace continuum::backup {
+
+std::string HostName();
+// `path` made absolute and lexically normal (symlinks are not resolved).
+std::string AbsolutePath(const std::string& path);
+// Fills the size counters from the repository stats since `before`, then
+// saves the manifest (which flushes every blob first) and sets `info.id`.
+Result<PointInfo> SavePoint(repo::Repository& repo, PointInfo info, const repo::BlobId& root,
+                            const repo::RepositoryStats& before, int64_t start_mono_ns);
+
+}  // namespace continuum::backup
