@@ -5,7 +5,10 @@
 #include "agent/volume_manager_internal.h"
 
 #include "continuum/common/log.h"
+#include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
+#include "continuum/replication/verify.h"
+#include "continuum/volume/volume_view.h"
 
 namespace continuum::agent {
 namespace {
@@ -21,6 +24,12 @@ std::string Sanitize(const std::string& s) {
   std::string out;
   for (char c : s) out.push_back(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '_' ? c : '-');
   return out;
+}
+
+// The replica of a source volume: <verified peer name>.<volume>.
+std::string ReplicaName(const replication::HelloInfo& h) {
+  std::string peer = h.peer.rfind("insecure:", 0) == 0 ? h.source : h.peer;
+  return Sanitize(peer) + "." + Sanitize(h.volume);
 }
 
 }  // namespace
@@ -41,7 +50,10 @@ void ReplicationManager::ResumeAll() {
       auto j = nlohmann::json::parse(*text, nullptr, false);
       if (j.is_discarded() || !j.contains("address")) continue;
       auto mode = replication::ParseMode(j.value("mode", "async"));
-      Status st = StartSender(volume, j["address"].get<std::string>(), mode.ok() ? *mode : replication::Mode::kAsync);
+      auto codec = replication::ParseCodec(j.value("compress", "none"));
+      if (!codec.ok()) volumes_->AddEvent(volume, "replication_failed", codec.status().message() + "; sending uncompressed");
+      Status st = StartSender(volume, j["address"].get<std::string>(), mode.ok() ? *mode : replication::Mode::kAsync,
+                              codec.ok() ? *codec : replication::Codec::kNone, j.value("bandwidth", 0ull));
       if (!st.ok()) volumes_->AddEvent(volume, "replication_failed", st.message());
     }
     ec.clear();
@@ -61,13 +73,16 @@ void ReplicationManager::StopAll() {
   }
 }
 
-Status ReplicationManager::StartSender(const std::string& volume, const std::string& to, replication::Mode mode) {
+Status ReplicationManager::StartSender(const std::string& volume, const std::string& to, replication::Mode mode,
+                                       replication::Codec compress, uint64_t bandwidth) {
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(volume));
   CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(volumes_->state_dir() + "/volumes/" + volume + "/targets", 0700));
   replication::TargetOptions o;
   o.volume = volume;
   o.address = to;
   o.mode = mode;
+  o.compress = compress;
+  o.bandwidth = bandwidth;
   o.tls = tls_;
   o.source_name = name_;
   o.state_path = StatePath(volume, to);
@@ -102,9 +117,11 @@ void ReplicationManager::InstallWaiter(const std::string& volume) {
   });
 }
 
-Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, const std::string& to,
-                                                     const std::string& mode_text) {
-  CONTINUUM_ASSIGN_OR_RETURN(auto mode, replication::ParseMode(mode_text));
+Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, const ReplicateRequest& req) {
+  const std::string& to = req.to;
+  CONTINUUM_ASSIGN_OR_RETURN(auto mode, replication::ParseMode(req.mode));
+  CONTINUUM_ASSIGN_OR_RETURN(auto codec, replication::ParseCodec(req.compress));
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t bandwidth, replication::ParseRate(req.bandwidth));
   if (to.find(':') == std::string::npos) return InvalidArgument("--to must be HOST:PORT, got '" + to + "'");
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(volume));
   {
@@ -118,9 +135,12 @@ Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, 
   }
   // A new target starts from scratch: forget any state of an earlier one.
   std::filesystem::remove(StatePath(volume, to));
-  CONTINUUM_RETURN_IF_ERROR(StartSender(volume, to, mode));
-  volumes_->AddEvent(volume, "replication_added", "to " + to + " (" + replication::ModeName(mode) + ")");
-  return nlohmann::json{{"volume", volume}, {"to", to}, {"mode", replication::ModeName(mode)}};
+  CONTINUUM_RETURN_IF_ERROR(StartSender(volume, to, mode, codec, bandwidth));
+  volumes_->AddEvent(volume, "replication_added",
+                     "to " + to + " (" + replication::ModeName(mode) + ", compress " + replication::CodecName(codec) +
+                         (bandwidth ? ", limit " + std::to_string(bandwidth) + " bytes/s" : "") + ")");
+  return nlohmann::json{{"volume", volume}, {"to", to}, {"mode", replication::ModeName(mode)},
+                        {"compress", replication::CodecName(codec)}, {"bandwidth", bandwidth}};
 }
 
 Status ReplicationManager::Unreplicate(const std::string& volume, const std::string& to) {
@@ -151,10 +171,74 @@ Result<nlohmann::json> ReplicationManager::Targets(const std::string& volume) {
   return out;
 }
 
+Result<nlohmann::json> ReplicationManager::Verify(const std::string& volume, const std::string& to, bool repair) {
+  CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(volume));
+  replication::TargetOptions opts;
+  replication::TargetStatus st;
+  {
+    std::lock_guard lock(mu_);
+    replication::TargetSender* found = nullptr;
+    for (auto& s : senders_[volume]) {
+      if (s->options().address == to) found = s.get();
+    }
+    if (!found) return NotFound("volume " + volume + " does not replicate to " + to);
+    opts = found->options();
+    st = found->GetStatus();
+  }
+  if (!vol->cdp()) {
+    return FailedPrecondition("volume " + volume + " has no CDP journal: verify compares views at one seq on both sides");
+  }
+  if (st.state != "streaming") {
+    return FailedPrecondition("target " + to + " is " + st.state + (st.last_error.empty() ? "" : " (" + st.last_error + ")") +
+                              "; verify needs a connected target");
+  }
+  if (st.resyncing) return FailedPrecondition("target " + to + " is resyncing; verify once it has caught up");
+  if (st.acked_seq == 0) return FailedPrecondition("target " + to + " holds nothing yet");
+  // Both sides at the same seq: the newest one the target holds durably. The
+  // primary's view at it is built from its undo journal, the replica's from its own.
+  uint64_t seq = st.acked_seq;
+  int64_t start = MonoNowNs();
+  CONTINUUM_ASSIGN_OR_RETURN(auto point, vol->ResolvePoint("seq:" + std::to_string(seq)));
+  CONTINUUM_ASSIGN_OR_RETURN(auto view, vol->OpenView(point, ""));
+  const auto& cfg = vol->config();
+  replication::VerifyRequest req{.volume = volume, .size = cfg.size, .block_size = cfg.block_size, .seq = seq};
+  CONTINUUM_ASSIGN_OR_RETURN(auto local, replication::RangeChecksums(*view, req.range_bytes));
+  view.reset();
+  CONTINUUM_ASSIGN_OR_RETURN(auto remote, replication::FetchReplicaChecksums(opts, req));
+  auto diff = replication::DiffRanges(local, remote, req.range_bytes, cfg.size);
+  uint64_t diff_bytes = 0;
+  nlohmann::json ranges = nlohmann::json::array();
+  for (const auto& e : diff) {
+    diff_bytes += e.length;
+    ranges.push_back({{"offset", e.offset}, {"length", e.length}});
+  }
+  nlohmann::json out{{"volume", volume}, {"to", to}, {"replica", st.replica}, {"seq", seq},
+                     {"range_bytes", req.range_bytes}, {"ranges_checked", local.size()},
+                     {"differing", ranges}, {"differing_bytes", diff_bytes}, {"repaired", false}};
+  if (diff.empty()) {
+    volumes_->AddEvent(volume, "verify_ok", "replica at " + to + " equals the primary at seq " + std::to_string(seq));
+  } else {
+    volumes_->AddEvent(volume, "verify_mismatch", std::to_string(diff.size()) + " range(s), " +
+                                                      std::to_string(diff_bytes) + " bytes differ at " + to +
+                                                      " (seq " + std::to_string(seq) + ")");
+  }
+  if (repair && !diff.empty()) {
+    // Resync records ship the ranges' current contents through the ordered
+    // stream, so later writes still land after them on the replica.
+    CONTINUUM_ASSIGN_OR_RETURN(uint64_t last, vol->AppendResync(diff));
+    out["repaired"] = true;
+    out["repair_last_seq"] = last;
+    volumes_->AddEvent(volume, "verify_repair", "resending " + std::to_string(diff_bytes) + " bytes to " + to +
+                                                    " (through seq " + std::to_string(last) + ")");
+  }
+  out["seconds"] = static_cast<double>(MonoNowNs() - start) / 1e9;
+  return out;
+}
+
 Result<replication::ReplicaProvider::Replica> ServerReplicaProvider::Attach(const replication::HelloInfo& h) {
-  std::string peer = h.peer.rfind("insecure:", 0) == 0 ? h.source : h.peer;
-  std::string name = Sanitize(peer) + "." + Sanitize(h.volume);
+  std::string name = ReplicaName(h);
   if (h.block_size != 4096) return InvalidArgument("block size " + std::to_string(h.block_size) + " is not supported");
+  std::string peer = h.peer.rfind("insecure:", 0) == 0 ? h.source : h.peer;
   CONTINUUM_ASSIGN_OR_RETURN(auto ref, volumes_->AttachReplica(name, h.size, peer, h.volume));
   return Replica{name, ref.volume, ref.created};
 }
@@ -171,6 +255,31 @@ void ServerReplicaProvider::ResyncDone(const std::string& replica, uint64_t cons
 
 void ServerReplicaProvider::Event(const std::string& replica, const std::string& kind, const std::string& msg) {
   volumes_->AddEvent(replica, kind, msg);
+}
+
+Result<std::vector<uint64_t>> ServerReplicaProvider::ReplicaChecksums(const replication::HelloInfo& h, uint64_t seq,
+                                                                      uint64_t range_bytes) {
+  std::string name = ReplicaName(h);
+  CONTINUUM_ASSIGN_OR_RETURN(auto desc, volumes_->Describe(name));
+  if (!desc.contains("replica")) return FailedPrecondition("volume " + name + " here is not a replica");
+  if (desc.value("size", 0ull) != h.size) return FailedPrecondition("replica " + name + " has a different size");
+  const auto& r = desc["replica"];
+  // Inside a resync window the replica is legitimately ahead of the source's
+  // image at that seq; comparing there would report false differences.
+  if (r.value("resyncing", false) || seq < r.value("consistent_from", 0ull)) {
+    return FailedPrecondition("replica " + name + " is not crash-consistent at seq " + std::to_string(seq) +
+                              " (resync window); verify again once it has caught up");
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(name));
+  if (vol->LastSeq() < seq) {
+    return FailedPrecondition("replica " + name + " holds seq " + std::to_string(vol->LastSeq()) + ", not " +
+                              std::to_string(seq));
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto point, vol->ResolvePoint("seq:" + std::to_string(seq)));
+  CONTINUUM_ASSIGN_OR_RETURN(auto view, vol->OpenView(point, ""));
+  auto sums = replication::RangeChecksums(*view, range_bytes);
+  volumes_->AddEvent(name, "verify_served", "checksums at seq " + std::to_string(seq));
+  return sums;
 }
 
 }  // namespace continuum::agent

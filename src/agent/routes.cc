@@ -60,10 +60,16 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     if (!b.ok()) return ErrorResponse(b.status());
     auto to = Field<std::string>(*b, "to", "");
     auto mode = Field<std::string>(*b, "mode", "async");
+    auto compress = Field<std::string>(*b, "compress", "none");
+    auto bandwidth = Field<std::string>(*b, "bandwidth", "");
     if (!to.ok()) return ErrorResponse(to.status());
     if (!mode.ok()) return ErrorResponse(mode.status());
+    if (!compress.ok()) return ErrorResponse(compress.status());
+    if (!bandwidth.ok()) return ErrorResponse(bandwidth.status());
     if (to->empty()) return ErrorResponse(InvalidArgument("--to HOST:PORT is required"));
-    return Reply(repl->Replicate(req.path_params.at("name"), *to, *mode), 201);
+    return Reply(repl->Replicate(req.path_params.at("name"),
+                                 {.to = *to, .mode = *mode, .compress = *compress, .bandwidth = *bandwidth}),
+                 201);
   });
   r->Post("/v1/volumes/{name}/targets/remove", [repl](const Request& req) -> Response {
     auto b = Body(req);
@@ -71,6 +77,16 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     auto to = Field<std::string>(*b, "to", "");
     if (!to.ok()) return ErrorResponse(to.status());
     return Reply(repl->Unreplicate(req.path_params.at("name"), *to), json{{"removed", *to}});
+  });
+  r->Post("/v1/volumes/{name}/verify", [repl](const Request& req) -> Response {
+    auto b = Body(req);
+    if (!b.ok()) return ErrorResponse(b.status());
+    auto to = Field<std::string>(*b, "to", "");
+    auto repair = Field<bool>(*b, "repair", false);
+    if (!to.ok()) return ErrorResponse(to.status());
+    if (!repair.ok()) return ErrorResponse(repair.status());
+    if (to->empty()) return ErrorResponse(InvalidArgument("--to HOST:PORT is required"));
+    return Reply(repl->Verify(req.path_params.at("name"), *to, *repair));
   });
   r->Get("/v1/volumes", [m](const Request&) { return JsonResponse(m->DescribeAll()); });
   r->Post("/v1/volumes", [m](const Request& req) -> Response {

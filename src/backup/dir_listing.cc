@@ -9,7 +9,7 @@ namespace {
 
 using Json = nlohmann::json;
 
-// Keys: n name, t type, m mode, u uid, g gid, a/mt/ct times (ns), s size,
+// Keys: n name, t type, m mode, u uid, g gid, mt/ct times (ns), s size,
 // i inode, l nlink, r rdev, lt symlink target, c chunks, d subtree, x xattrs
 // (name -> bytes), h hard-link group.
 constexpr const char* kTypeNames[] = {"f", "d", "l", "c", "b", "p", "s"};
@@ -33,7 +33,7 @@ std::vector<uint8_t> EncodeDirListing(const std::vector<DirEntry>& entries) {
   for (const auto& e : entries) {
     Json j{{"n", e.name},         {"t", kTypeNames[static_cast<int>(e.type)]},
            {"m", e.mode},         {"u", e.uid},
-           {"g", e.gid},          {"a", e.atime_ns},
+           {"g", e.gid},
            {"mt", e.mtime_ns},    {"ct", e.ctime_ns},
            {"s", e.size},         {"i", e.inode},
            {"l", e.nlink}};
@@ -74,7 +74,6 @@ Result<std::vector<DirEntry>> DecodeDirListing(const std::vector<uint8_t>& paylo
       e.mode = j.at("m").get<uint32_t>() & 07777;
       e.uid = j.at("u").get<uint32_t>();
       e.gid = j.at("g").get<uint32_t>();
-      e.atime_ns = j.value("a", int64_t{0});
       e.mtime_ns = j.value("mt", int64_t{0});
       e.ctime_ns = j.value("ct", int64_t{0});
       e.size = j.value("s", uint64_t{0});

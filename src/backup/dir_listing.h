@@ -20,9 +20,10 @@ struct DirEntry {
   uint32_t mode = 0;  // permission bits, 07777
   uint32_t uid = 0;
   uint32_t gid = 0;
-  int64_t atime_ns = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;  // informational: restore cannot set it
+  // No atime: reading the source changes it, so storing it would make every
+  // tree differ between runs and defeat dedup. Restore sets atime = mtime.
   uint64_t size = 0;
   uint64_t inode = 0;
   uint64_t nlink = 0;

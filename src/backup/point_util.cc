@@ -2,7 +2,10 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <filesystem>
+
+#include "continuum/repo/chunker.h"
 
 #include "continuum/common/time_util.h"
 
@@ -33,6 +36,31 @@ Result<PointInfo> SavePoint(repo::Repository& repo, PointInfo info, const repo::
   repo::Manifest m{.time_ns = info.time_ns, .roots = {root}, .payload = info.Encode()};
   CONTINUUM_ASSIGN_OR_RETURN(info.id, repo.SaveManifest(m));
   return info;
+}
+
+}  // namespace continuum::backup
+
+namespace continuum::backup {
+
+Result<uint64_t> WriteSkippingZeros(int fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path) {
+  constexpr size_t kBlock = 64 << 10;
+  uint64_t written = 0;
+  for (size_t pos = 0; pos < data.size();) {
+    size_t n = std::min(kBlock, data.size() - pos);
+    auto block = data.subspan(pos, n);
+    if (!repo::IsAllZero(block)) {
+      size_t done = 0;
+      while (done < n) {
+        ssize_t w = ::pwrite(fd, block.data() + done, n - done, static_cast<off_t>(offset + pos + done));
+        if (w < 0 && errno == EINTR) continue;
+        if (w < 0) return PosixError("write " + path, errno);
+        done += static_cast<size_t>(w);
+      }
+      written += n;
+    }
+    pos += n;
+  }
+  return written;
 }
 
 }  // namespace continuum::backup

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <span>
 #include <string>
 
 #include "continuum/backup/point_info.h"
@@ -15,5 +16,14 @@ std::string AbsolutePath(const std::string& path);
 // saves the manifest (which flushes every blob first) and sets `info.id`.
 Result<PointInfo> SavePoint(repo::Repository& repo, PointInfo info, const repo::BlobId& root,
                             const repo::RepositoryStats& before, int64_t start_mono_ns);
+
+}  // namespace continuum::backup
+
+namespace continuum::backup {
+
+// Writes `data` at `offset` of a file known to read as zeros there (freshly
+// created or truncated), skipping 64 KiB blocks that are all zero so they stay
+// holes. Returns the bytes actually written.
+Result<uint64_t> WriteSkippingZeros(int fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path);
 
 }  // namespace continuum::backup

@@ -1,7 +1,408 @@
 #include "cli/backup_commands.h"
 
-namespace continuum::cli {
+#include <unistd.h>
 
-void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const bool* json) {}
+#include <cstdio>
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+
+#include "cli/output.h"
+#include "continuum/backup/image_backup.h"
+#include "continuum/backup/path_backup.h"
+#include "continuum/backup/point_catalog.h"
+#include "continuum/backup/restore.h"
+#include "continuum/common/time_util.h"
+#include "continuum/common/units.h"
+#include "continuum/io/file.h"
+#include "continuum/repo/repository.h"
+
+namespace continuum::cli {
+namespace {
+
+using backup::PointInfo;
+
+// Options shared by every command that opens a repository.
+struct RepoArgs {
+  std::string repo;
+  std::string password_file;
+};
+
+void AddRepoOptions(CLI::App* cmd, RepoArgs* a) {
+  cmd->add_option("--repo", a->repo, "repository directory (default: $CONTINUUM_REPO)");
+  cmd->add_option("--password-file", a->password_file, "file holding the password (default: $CONTINUUM_PASSWORD)");
+}
+
+Result<std::string> ResolveRepo(const RepoArgs& a) {
+  if (!a.repo.empty()) return a.repo;
+  if (const char* env = std::getenv("CONTINUUM_REPO"); env && *env) return std::string(env);
+  return InvalidArgument("no repository given: use --repo PATH or set $CONTINUUM_REPO");
+}
+
+Result<repo::Credentials> ResolveCredentials(const RepoArgs& a) {
+  repo::Credentials c;
+  if (!a.password_file.empty()) {
+    auto text = io::ReadFileToString(a.password_file);
+    if (!text.ok()) return InvalidArgument("cannot read password file: " + text.status().message());
+    c.password = *text;
+    // One trailing newline is how editors and `echo` end a password file.
+    if (!c.password.empty() && c.password.back() == '\n') c.password.pop_back();
+    if (!c.password.empty() && c.password.back() == '\r') c.password.pop_back();
+    if (c.password.empty()) return InvalidArgument("password file " + a.password_file + " is empty");
+    return c;
+  }
+  if (const char* env = std::getenv("CONTINUUM_PASSWORD"); env && *env) {
+    c.password = env;
+    return c;
+  }
+  return InvalidArgument("no password given: use --password-file FILE or set $CONTINUUM_PASSWORD");
+}
+
+// Prints an error; usage errors exit 2, every failed operation 1. (Not
+// PrintError's mapping: a wrong password is kInvalidArgument but not a usage
+// error, and kUnavailable here means a lock, not a missing daemon.)
+int Fail(const Status& st, bool json, bool usage = false) {
+  if (json) {
+    PrintError(st, true, "");
+  } else {
+    std::cerr << "error: " << st.message() << std::endl;
+  }
+  return usage ? kExitUsage : kExitFailed;
+}
+
+std::string ShortId(const repo::BlobId& id) { return id.Hex().substr(0, 12); }
+
+std::string Join(const std::vector<std::string>& v, const char* sep) {
+  std::string out;
+  for (const auto& s : v) out += (out.empty() ? "" : sep) + s;
+  return out;
+}
+
+// Progress on stderr when it is a terminal: bytes, rate, ETA (when the total
+// is known), files. Redrawn at most 4 times a second.
+class TermProgress {
+ public:
+  explicit TermProgress(bool json) : enabled_(!json && ::isatty(STDERR_FILENO)), start_(MonoNowNs()) {}
+
+  void operator()(const backup::Progress& p) {
+    if (!enabled_) return;
+    int64_t now = MonoNowNs();
+    if (now - last_ < 250'000'000) return;
+    last_ = now;
+    double secs = (now - start_) / 1e9;
+    double rate = secs > 0 ? p.bytes_done / secs : 0;
+    std::string line = FormatSize(p.bytes_done);
+    if (p.bytes_total) {
+      line += " / " + FormatSize(p.bytes_total) + " (" + std::to_string(p.bytes_done * 100 / p.bytes_total) + "%)";
+    }
+    line += "  " + FormatSize(static_cast<uint64_t>(rate)) + "/s";
+    if (p.files_done) line += "  " + std::to_string(p.files_done) + " files";
+    if (p.new_bytes) line += "  new " + FormatSize(p.new_bytes);
+    if (p.bytes_total && rate > 0 && p.bytes_done < p.bytes_total) {
+      line += "  ETA " + FormatDuration(static_cast<int64_t>((p.bytes_total - p.bytes_done) / rate * 1e9) + 1000000000);
+    }
+    std::fprintf(stderr, "\r\033[K%s", line.c_str());
+    drawn_ = true;
+  }
+
+  void Done() {
+    if (drawn_) std::fprintf(stderr, "\r\033[K");
+  }
+
+ private:
+  bool enabled_;
+  int64_t start_;
+  int64_t last_ = 0;
+  bool drawn_ = false;
+};
+
+Result<std::unique_ptr<repo::Repository>> OpenRepo(const RepoArgs& a, repo::LockMode lock, bool* usage) {
+  auto path = ResolveRepo(a);
+  if (!path.ok()) {
+    *usage = true;
+    return path.status();
+  }
+  auto creds = ResolveCredentials(a);
+  if (!creds.ok()) {
+    *usage = true;
+    return creds.status();
+  }
+  repo::OpenOptions o;
+  o.lock = lock;
+  return repo::Repository::Open(*path, *creds, std::move(o));
+}
+
+Status CheckKind(const std::string& kind) {
+  if (kind == "full") return Status::Ok();
+  if (kind == "incremental" || kind == "differential") {
+    return InvalidArgument("--kind " + kind + " is not implemented yet: only full points can be taken");
+  }
+  return InvalidArgument("--kind must be full, incremental or differential");
+}
+
+void PrintSummary(const PointInfo& p, bool json) {
+  if (json) return PrintJson(p.ToJson());
+  double secs = p.duration_ns / 1e9;
+  std::printf("saved %s point %s (%s)\n", std::string(backup::PointTypeName(p.type)).c_str(), ShortId(p.id).c_str(),
+              p.id.Hex().c_str());
+  if (p.type == backup::PointType::kPath) std::printf("  entries:    %llu\n", (unsigned long long)p.files);
+  std::printf("  read:       %s in %.1fs (%s/s)\n", FormatSize(p.bytes_read).c_str(), secs,
+              FormatSize(secs > 0 ? static_cast<uint64_t>(p.bytes_read / secs) : p.bytes_read).c_str());
+  std::printf("  new data:   %s (%s stored after compression and encryption)\n", FormatSize(p.new_raw_bytes).c_str(),
+              FormatSize(p.new_stored_bytes).c_str());
+  if (p.warnings) std::printf("  warnings:   %llu entries could not be read (see above)\n", (unsigned long long)p.warnings);
+}
+
+void PrintPoints(const std::vector<PointInfo>& points) {
+  if (points.empty()) {
+    std::cout << "no points (take one with 'continuum backup image|path ... --repo PATH')\n";
+    return;
+  }
+  std::printf("%-12s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", "ID", "TIME", "TYPE", "KIND", "SIZE", "NEW",
+              "SOURCE", "TAGS");
+  for (const auto& p : points) {
+    std::printf("%-12s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", ShortId(p.id).c_str(),
+                FormatRfc3339(p.time_ns).c_str(), std::string(backup::PointTypeName(p.type)).c_str(), p.kind.c_str(),
+                FormatSize(p.size).c_str(), FormatSize(p.new_stored_bytes).c_str(), Join(p.sources, ",").c_str(),
+                Join(p.tags, ",").c_str());
+  }
+}
+
+void PrintCheck(const repo::CheckReport& r, const std::map<repo::ManifestId, PointInfo>& points, bool json) {
+  auto describe = [&](const repo::ManifestId& id) {
+    auto it = points.find(id);
+    if (it == points.end()) return ShortId(id);
+    return ShortId(id) + " (" + std::string(backup::PointTypeName(it->second.type)) + " of " +
+           Join(it->second.sources, ",") + " at " + FormatRfc3339(it->second.time_ns) + ")";
+  };
+  if (json) {
+    nlohmann::json j{{"ok", r.ok()}, {"packs_checked", r.packs_checked}, {"blobs_checked", r.blobs_checked},
+                     {"manifests_checked", r.manifests_checked}, {"index_problems", r.index_problems},
+                     {"unindexed_packs", r.unindexed_packs}, {"lock_problems", r.lock_problems}};
+    j["pack_problems"] = nlohmann::json::array();
+    for (const auto& p : r.pack_problems) {
+      j["pack_problems"].push_back({{"pack", p.pack}, {"problem", p.problem}, {"lost_blobs", p.lost_blobs.size()}});
+    }
+    j["damaged_points"] = nlohmann::json::array();
+    for (const auto& m : r.manifest_problems) {
+      j["damaged_points"].push_back({{"id", m.manifest.Hex()}, {"problem", m.problem},
+                                     {"missing_blobs", m.missing_blobs}, {"damaged_blobs", m.damaged_blobs}});
+    }
+    return PrintJson(j);
+  }
+  std::printf("checked %llu packs, %llu blobs, %llu points\n", (unsigned long long)r.packs_checked,
+              (unsigned long long)r.blobs_checked, (unsigned long long)r.manifests_checked);
+  for (const auto& s : r.index_problems) std::printf("damaged index: %s\n", s.c_str());
+  for (const auto& p : r.pack_problems) {
+    std::printf("damaged pack %s: %s (%zu blobs lost)\n", p.pack.c_str(), p.problem.c_str(), p.lost_blobs.size());
+  }
+  for (const auto& m : r.manifest_problems) {
+    std::printf("point %s cannot be fully restored: %s\n", describe(m.manifest).c_str(), m.problem.c_str());
+  }
+  for (const auto& s : r.unindexed_packs) std::printf("unindexed pack (harmless, 'repo repair' adopts it): %s\n", s.c_str());
+  for (const auto& s : r.lock_problems) std::printf("undecodable lock: %s\n", s.c_str());
+  std::printf(r.ok() ? "no problems found\n" : "problems found: the points above need the damaged data\n");
+}
+
+}  // namespace
+
+void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const bool* json) {
+  // State shared by the callbacks: lives as long as `app` is parsed and run.
+  struct State {
+    RepoArgs ra;
+    bool append_only = false;
+    bool read_data = false;
+    bool verify = false;
+    std::string kind = "full";
+    std::string source, point, to;
+    std::vector<std::string> sources, excludes, includes, tags;
+  };
+  static State s;
+
+  // --- repo ---
+  auto* repo_cmd = app.add_subcommand("repo", "backup repositories (standalone, no daemon)")->require_subcommand(1);
+  auto* rinit = repo_cmd->add_subcommand("init", "create an encrypted, deduplicating repository");
+  AddRepoOptions(rinit, &s.ra);
+  rinit->add_flag("--append-only", s.append_only, "clients cannot delete or overwrite anything");
+  rinit->callback([action, json] {
+    *action = [json] {
+      auto path = ResolveRepo(s.ra);
+      if (!path.ok()) return Fail(path.status(), *json, true);
+      auto creds = ResolveCredentials(s.ra);
+      if (!creds.ok()) return Fail(creds.status(), *json, true);
+      repo::InitOptions o;
+      o.append_only = s.append_only;
+      Status st = repo::Repository::Init(*path, *creds, o);
+      if (!st.ok()) return Fail(st, *json);
+      if (*json) {
+        PrintJson({{"repository", *path}, {"append_only", s.append_only}});
+      } else {
+        std::cout << "created repository " << *path << (s.append_only ? " (append-only)" : "") << "\n";
+      }
+      return 0;
+    };
+  });
+
+  auto* rcheck = repo_cmd->add_subcommand("check", "verify the repository; names damaged packs and points");
+  AddRepoOptions(rcheck, &s.ra);
+  rcheck->add_flag("--read-data", s.read_data, "also read and decrypt every blob");
+  rcheck->callback([action, json] {
+    *action = [json] {
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      auto report = (*r)->Check(s.read_data);
+      if (!report.ok()) return Fail(report.status(), *json);
+      std::map<repo::ManifestId, PointInfo> points;
+      if (auto list = backup::ListPoints(**r); list.ok()) {
+        for (auto& p : *list) points.emplace(p.id, std::move(p));
+      }
+      PrintCheck(*report, points, *json);
+      return report->ok() ? 0 : kExitFailed;
+    };
+  });
+
+  auto* rrepair = repo_cmd->add_subcommand("repair", "rebuild the index from the packs");
+  AddRepoOptions(rrepair, &s.ra);
+  rrepair->add_flag("--read-data", s.read_data, "verify every blob and leave damaged ones out of the index");
+  rrepair->callback([action, json] {
+    *action = [json] {
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kExclusive, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      auto rep = (*r)->RebuildIndex(s.read_data);
+      if (!rep.ok()) return Fail(rep.status(), *json);
+      if (*json) {
+        nlohmann::json bad = nlohmann::json::array();
+        for (const auto& p : rep->bad_packs) bad.push_back({{"pack", p.pack}, {"problem", p.problem}});
+        PrintJson({{"packs_indexed", rep->packs_indexed}, {"blobs_indexed", rep->blobs_indexed},
+                   {"index_files_written", rep->index_files_written}, {"index_files_removed", rep->index_files_removed},
+                   {"bad_packs", bad}});
+      } else {
+        std::printf("indexed %llu blobs in %llu packs (%llu index files written, %llu removed)\n",
+                    (unsigned long long)rep->blobs_indexed, (unsigned long long)rep->packs_indexed,
+                    (unsigned long long)rep->index_files_written, (unsigned long long)rep->index_files_removed);
+        for (const auto& p : rep->bad_packs) std::printf("skipped pack %s: %s\n", p.pack.c_str(), p.problem.c_str());
+      }
+      return 0;
+    };
+  });
+
+  // --- backup ---
+  auto* bk = app.add_subcommand("backup", "take and list backup points (standalone, no daemon)")->require_subcommand(1);
+  auto* bimage = bk->add_subcommand("image", "back up an image file or block device (fixed-size chunks)");
+  bimage->add_option("SOURCE", s.source, "image file or block device")->required();
+  AddRepoOptions(bimage, &s.ra);
+  bimage->add_option("--tag", s.tags, "tag the point (repeatable)")->allow_extra_args(false);
+  bimage->add_option("--kind", s.kind, "full (incremental and differential are not implemented yet)");
+  bimage->callback([action, json] {
+    *action = [json] {
+      if (Status k = CheckKind(s.kind); !k.ok()) return Fail(k, *json, true);
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      TermProgress progress(*json);
+      auto p = backup::BackupImage(**r, {.source = s.source, .tags = s.tags},
+                                   [&](const backup::Progress& pr) { progress(pr); });
+      progress.Done();
+      if (!p.ok()) return Fail(p.status(), *json);
+      PrintSummary(*p, *json);
+      return 0;
+    };
+  });
+
+  auto* bpath = bk->add_subcommand("path", "back up directory trees with their metadata (content-defined chunks)");
+  bpath->add_option("DIR", s.sources, "directories (or files) to back up")->required();
+  AddRepoOptions(bpath, &s.ra);
+  bpath->add_option("--exclude", s.excludes, "skip names (or absolute paths, with '/') matching PATTERN (repeatable)")
+      ->allow_extra_args(false);
+  bpath->add_option("--tag", s.tags, "tag the point (repeatable)")->allow_extra_args(false);
+  bpath->add_option("--kind", s.kind, "full (incremental and differential are not implemented yet)");
+  bpath->callback([action, json] {
+    *action = [json] {
+      if (Status k = CheckKind(s.kind); !k.ok()) return Fail(k, *json, true);
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      TermProgress progress(*json);
+      auto p = backup::BackupPaths(
+          **r, {.sources = s.sources, .excludes = s.excludes, .tags = s.tags},
+          [&](const backup::Progress& pr) { progress(pr); },
+          [&](const Status& w) {
+            progress.Done();
+            std::cerr << "warning: " << w.message() << std::endl;
+          });
+      progress.Done();
+      if (!p.ok()) return Fail(p.status(), *json);
+      PrintSummary(*p, *json);
+      return 0;
+    };
+  });
+
+  auto* blist = bk->add_subcommand("list", "list the points of a repository");
+  AddRepoOptions(blist, &s.ra);
+  blist->callback([action, json] {
+    *action = [json] {
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      std::vector<std::string> problems;
+      auto points = backup::ListPoints(**r, &problems);
+      if (!points.ok()) return Fail(points.status(), *json);
+      for (const auto& pr : problems) std::cerr << "warning: " << pr << std::endl;
+      if (*json) {
+        nlohmann::json j = nlohmann::json::array();
+        for (const auto& p : *points) j.push_back(p.ToJson());
+        PrintJson(j);
+      } else {
+        PrintPoints(*points);
+      }
+      return 0;
+    };
+  });
+
+  // --- restore ---
+  auto* rs = app.add_subcommand("restore", "restore a point: an image to a file or device, paths to a directory");
+  rs->add_option("ID", s.point, "point id, unique id prefix, or 'latest'")->required();
+  AddRepoOptions(rs, &s.ra);
+  rs->add_option("--to", s.to, "image points: file or block device; path points: directory")->required();
+  rs->add_option("--include", s.includes, "only paths (relative to the point) matching PATTERN (repeatable)")
+      ->allow_extra_args(false);
+  rs->add_flag("--verify", s.verify, "re-read what was written and compare");
+  rs->callback([action, json] {
+    *action = [json] {
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      auto point = backup::FindPoint(**r, s.point);
+      if (!point.ok()) return Fail(point.status(), *json, point.status().code() == StatusCode::kInvalidArgument);
+      TermProgress progress(*json);
+      int64_t start = MonoNowNs();
+      uint64_t warnings = 0;
+      auto rep = backup::Restore(
+          **r, *point, {.target = s.to, .includes = s.includes, .verify = s.verify},
+          [&](const backup::Progress& pr) { progress(pr); },
+          [&](const Status& w) {
+            ++warnings;
+            progress.Done();
+            std::cerr << "warning: " << w.message() << std::endl;
+          });
+      progress.Done();
+      if (!rep.ok()) return Fail(rep.status(), *json);
+      double secs = (MonoNowNs() - start) / 1e9;
+      if (*json) {
+        PrintJson({{"id", point->id.Hex()}, {"to", s.to}, {"entries", rep->files},
+                   {"bytes_written", rep->bytes_written}, {"bytes_verified", rep->bytes_verified},
+                   {"warnings", warnings}, {"verified", s.verify}});
+      } else {
+        std::printf("restored point %s to %s: %llu entries, %s written in %.1fs%s\n", ShortId(point->id).c_str(),
+                    s.to.c_str(), (unsigned long long)rep->files, FormatSize(rep->bytes_written).c_str(), secs,
+                    s.verify ? (", " + FormatSize(rep->bytes_verified) + " verified").c_str() : "");
+      }
+      return 0;
+    };
+  });
+}
 
 }  // namespace continuum::cli

@@ -240,11 +240,17 @@ int CliMain(int argc, char** argv) {
   repl->add_option("NAME", v.name)->required();
   repl->add_option("--to", v.to, "target HOST:PORT")->required();
   repl->add_option("--mode", mode, "sync, async or adaptive")->capture_default_str();
+  std::string compress = "none", bandwidth;
+  repl->add_option("--compress", compress, "zstd, lz4 or none")->capture_default_str();
+  repl->add_option("--bandwidth", bandwidth, "limit in bytes/s, e.g. 20M (K, M, G suffixes); default unlimited");
   repl->callback([&] {
     action = [&] {
-      nlohmann::json body{{"to", v.to}, {"mode", mode}};
+      nlohmann::json body{{"to", v.to}, {"mode", mode}, {"compress", compress}, {"bandwidth", bandwidth}};
       return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/targets", &body, [&](const nlohmann::json& j) {
-        std::cout << "volume " << v.name << " replicates to " << v.to << " (" << j["mode"].get<std::string>() << ")\n";
+        std::cout << "volume " << v.name << " replicates to " << v.to << " (" << j["mode"].get<std::string>()
+                  << ", compress " << j["compress"].get<std::string>();
+        if (j["bandwidth"].get<uint64_t>() > 0) std::cout << ", limit " << FormatSize(j["bandwidth"].get<uint64_t>()) << "/s";
+        std::cout << ")\n";
       });
     };
   });
@@ -267,15 +273,47 @@ int CliMain(int argc, char** argv) {
           std::cout << "no replication targets\n";
           return;
         }
-        std::printf("%-22s %-13s %-9s %-10s %-10s %12s %10s %s\n", "TARGET", "STATE", "MODE", "ACKED", "LAST", "LAG BYTES",
-                    "LAG S", "ERROR");
+        std::printf("%-22s %-13s %-9s %-10s %-10s %12s %10s %-5s %-10s %s\n", "TARGET", "STATE", "MODE", "ACKED", "LAST",
+                    "LAG BYTES", "LAG S", "COMP", "LIMIT", "ERROR");
         for (const auto& t : j) {
           std::string mode = t["mode"].get<std::string>();
           if (mode == "adaptive") mode += "/" + t["effective_mode"].get<std::string>();
-          std::printf("%-22s %-13s %-9s %-10s %-10s %12s %10.3f %s\n", t["address"].get<std::string>().c_str(),
+          uint64_t limit = t.value("bandwidth", 0ull);
+          std::string limit_text = limit ? FormatSize(limit) + "/s" : "-";
+          std::printf("%-22s %-13s %-9s %-10s %-10s %12s %10.3f %-5s %-10s %s\n", t["address"].get<std::string>().c_str(),
                       (t["state"].get<std::string>() + (t["resyncing"].get<bool>() ? "+sync" : "")).c_str(), mode.c_str(),
                       t["acked_seq"].dump().c_str(), t["last_seq"].dump().c_str(), t["lag_bytes"].dump().c_str(),
-                      t["lag_seconds"].get<double>(), t["last_error"].get<std::string>().c_str());
+                      t["lag_seconds"].get<double>(), t.value("compress", "none").c_str(), limit_text.c_str(),
+                      t["last_error"].get<std::string>().c_str());
+        }
+      });
+    };
+  });
+  bool verify_repair = false;
+  auto* verify = vol->add_subcommand("verify", "compare the volume with its replica at a target, online");
+  verify->add_option("NAME", v.name)->required();
+  verify->add_option("--to", v.to, "target HOST:PORT")->required();
+  verify->add_flag("--repair", verify_repair, "resend the differing ranges through the replication stream");
+  verify->callback([&] {
+    action = [&] {
+      nlohmann::json body{{"to", v.to}, {"repair", verify_repair}};
+      return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/verify", &body, [&](const nlohmann::json& j) {
+        const auto& diff = j["differing"];
+        std::cout << "verified " << v.name << " against " << j["replica"].get<std::string>() << " at " << v.to
+                  << " as of seq:" << j["seq"] << ": " << j["ranges_checked"] << " ranges of "
+                  << FormatSize(j["range_bytes"].get<uint64_t>()) << ", ";
+        if (diff.empty()) {
+          std::cout << "all equal\n";
+          return;
+        }
+        std::cout << diff.size() << " differing (" << FormatSize(j["differing_bytes"].get<uint64_t>()) << ")\n";
+        for (const auto& d : diff) {
+          std::cout << "  offset " << d["offset"] << " length " << d["length"] << "\n";
+        }
+        if (j["repaired"].get<bool>()) {
+          std::cout << "repair queued: resent through seq:" << j["repair_last_seq"] << "\n";
+        } else {
+          std::cout << "run again with --repair to resend them\n";
         }
       });
     };

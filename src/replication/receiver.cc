@@ -1,6 +1,7 @@
 #include "continuum/replication/receiver.h"
 
 #include "continuum/common/log.h"
+#include "continuum/replication/codec.h"
 #include "continuum/replication/frame.h"
 
 namespace continuum::replication {
@@ -124,6 +125,9 @@ Status Receiver::ServeStream(net::Connection* conn, std::string* replica_name) {
     }
     switch (fr->type) {
       case FrameType::kRecords: {
+        if (fr->flags & kFrameCodecMask) {
+          CONTINUUM_ASSIGN_OR_RETURN(fr->payload, Decode(fr->flags, fr->payload, kMaxFramePayload));
+        }
         CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
         if (recs.empty()) break;
         for (auto& r : recs) CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicated(r.header, std::move(r.data)));

@@ -10,6 +10,7 @@
 #include "continuum/journal/log_reader.h"
 #include "continuum/net/tls.h"
 #include "continuum/replication/frame.h"
+#include "continuum/replication/token_bucket.h"
 
 namespace continuum::replication {
 namespace {
@@ -45,13 +46,18 @@ nlohmann::json TargetStatus::ToJson() const {
   return {{"address", address},     {"state", state},         {"mode", mode},
           {"effective_mode", effective_mode}, {"acked_seq", acked_seq}, {"last_seq", last_seq},
           {"lag_bytes", lag_bytes}, {"lag_seconds", lag_seconds}, {"rate", rate_bytes_per_s},
-          {"resyncing", resyncing}, {"replica", replica},   {"last_error", last_error}};
+          {"resyncing", resyncing}, {"replica", replica},   {"last_error", last_error},
+          {"compress", compress},   {"bandwidth", bandwidth}, {"bytes_sent", bytes_sent},
+          {"wire_bytes", wire_bytes}};
 }
 
 Result<std::unique_ptr<TargetSender>> TargetSender::Start(std::shared_ptr<volume::Volume> volume,
                                                           TargetOptions opts, EventFn events) {
   std::unique_ptr<TargetSender> s(new TargetSender(std::move(volume), std::move(opts), std::move(events)));
   s->LoadState();
+  // Persist the target (address, mode, codec, limit) before its first
+  // connection, so a restart resumes it even if it was never reachable.
+  s->SaveState();
   // The cursor keeps the write log from being trimmed past what the target has.
   s->cursor_ = s->volume_->AddCursor(s->acked_);
   s->sync_now_ = false;
@@ -95,7 +101,7 @@ void TargetSender::SaveState() {
     std::lock_guard lock(mu_);
     j = {{"address", opts_.address}, {"mode", ModeName(opts_.mode)}, {"acked_seq", acked_},
          {"resync_active", resync_active_}, {"resync_first", resync_first_}, {"resync_last", resync_last_},
-         {"replica", replica_}};
+         {"replica", replica_}, {"compress", CodecName(opts_.compress)}, {"bandwidth", opts_.bandwidth}};
   }
   io::WriteFileAtomic(opts_.state_path, j.dump() + "\n").IgnoreError();
 }
@@ -228,6 +234,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
   } join{acker, conn};
 
   uint64_t consistent_at = 0;
+  TokenBucket bucket(opts_.bandwidth);
   std::vector<uint8_t> batch;
   std::vector<uint8_t> buf;
   while (!stop_) {
@@ -299,9 +306,25 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     if (begin) {
       SaveState();
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, *begin));
-      Emit("resync_started", "ranges from seq " + std::to_string(resync_first_) + " (verify repair)");
+      Emit("resync_started", "ranges from seq " + begin->at("first_seq").dump() + " (verify repair)");
     }
-    CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, FrameType::kRecords, batch));
+    std::span<const uint8_t> wire = batch;
+    Encoded enc;
+    if (opts_.compress != Codec::kNone) {
+      CONTINUUM_ASSIGN_OR_RETURN(enc, Encode(opts_.compress, batch));
+      if (!enc.bytes.empty()) wire = enc.bytes;
+    }
+    if (int64_t wait_ns = bucket.Take(wire.size(), MonoNowNs()); wait_ns > 0) {
+      std::unique_lock lock(mu_);
+      cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [&] { return stop_.load(); });
+      if (stop_) return Status::Ok();
+    }
+    CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, FrameType::kRecords, wire, enc.flags));
+    {
+      std::lock_guard lock(mu_);
+      bytes_sent_ += batch.size();
+      wire_bytes_ += wire.size();
+    }
     if (resync_done) {
       uint64_t at = std::max(consistent_at, shipped.back().seq);
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncDone, {{"consistent_at", at}}));
@@ -400,6 +423,10 @@ TargetStatus TargetSender::GetStatus() const {
   s.resyncing = resync_active_;
   s.replica = replica_;
   s.last_error = last_error_;
+  s.compress = CodecName(opts_.compress);
+  s.bandwidth = opts_.bandwidth;
+  s.bytes_sent = bytes_sent_;
+  s.wire_bytes = wire_bytes_;
   return s;
 }
 

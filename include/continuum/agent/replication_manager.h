@@ -28,12 +28,23 @@ class ReplicationManager {
   void ResumeAll();
   void StopAll();
 
-  Result<nlohmann::json> Replicate(const std::string& volume, const std::string& to, const std::string& mode);
+  struct ReplicateRequest {
+    std::string to;        // HOST:PORT
+    std::string mode;      // sync, async, adaptive
+    std::string compress;  // zstd, lz4, none
+    std::string bandwidth; // bytes/s with K/M/G suffix; empty or 0 = unlimited
+  };
+  Result<nlohmann::json> Replicate(const std::string& volume, const ReplicateRequest& req);
   Status Unreplicate(const std::string& volume, const std::string& to);
   Result<nlohmann::json> Targets(const std::string& volume);
+  // Online verify against one target at the seq it has acknowledged: CDP views
+  // at that seq on both sides, XXH3 per MiB. With `repair`, appends resync
+  // records for exactly the differing ranges (shipped through the stream).
+  Result<nlohmann::json> Verify(const std::string& volume, const std::string& to, bool repair);
 
  private:
-  Status StartSender(const std::string& volume, const std::string& to, replication::Mode mode);
+  Status StartSender(const std::string& volume, const std::string& to, replication::Mode mode,
+                     replication::Codec compress, uint64_t bandwidth);
   void InstallWaiter(const std::string& volume);
   std::string StatePath(const std::string& volume, const std::string& to) const;
 
@@ -54,6 +65,8 @@ class ServerReplicaProvider : public replication::ReplicaProvider {
   void ResyncBegin(const std::string& replica, uint64_t first_seq, uint64_t last_seq) override;
   void ResyncDone(const std::string& replica, uint64_t consistent_at) override;
   void Event(const std::string& replica, const std::string& kind, const std::string& msg) override;
+  Result<std::vector<uint64_t>> ReplicaChecksums(const replication::HelloInfo& hello, uint64_t seq,
+                                                 uint64_t range_bytes) override;
 
  private:
   VolumeManager* volumes_;

@@ -13,6 +13,7 @@
 #include "continuum/common/result.h"
 #include "continuum/net/connection.h"
 #include "continuum/net/tls_options.h"
+#include "continuum/replication/codec.h"
 #include "continuum/volume/volume.h"
 
 namespace continuum::replication {
@@ -30,6 +31,8 @@ struct TargetOptions {
   std::string state_path;   // JSON file holding the acked seq and resync state
   int64_t adaptive_latency_ns = 500'000'000;  // adaptive: degrade when an ack takes longer
   uint64_t window_bytes = 64ull << 20;        // unacknowledged bytes in flight
+  Codec compress = Codec::kNone;              // RECORDS payloads (kept plain when they do not shrink)
+  uint64_t bandwidth = 0;                     // bytes/s on the wire for this target; 0 = unlimited
 };
 
 struct TargetStatus {
@@ -45,6 +48,10 @@ struct TargetStatus {
   bool resyncing = false;
   std::string replica;
   std::string last_error;
+  std::string compress;        // none, zstd, lz4
+  uint64_t bandwidth = 0;      // configured limit in bytes/s, 0 = unlimited
+  uint64_t bytes_sent = 0;     // record bytes shipped (before compression), this process
+  uint64_t wire_bytes = 0;     // the same on the wire (after compression)
   nlohmann::json ToJson() const;
 };
 
@@ -105,6 +112,7 @@ class TargetSender {
   bool resync_active_ = false;          // GUARDED_BY(mu_)
   uint64_t resync_first_ = 0, resync_last_ = 0;  // GUARDED_BY(mu_)
   double rate_ = 0;                     // GUARDED_BY(mu_)
+  uint64_t bytes_sent_ = 0, wire_bytes_ = 0;  // GUARDED_BY(mu_)
   int64_t last_save_ns_ = 0;
   net::Connection* conn_ = nullptr;     // GUARDED_BY(mu_): for Stop to unblock
 };

@@ -1,0 +1,11 @@
+#pragma once
+
+#include "continuum/backup/restore.h"
+
+namespace continuum::backup {
+
+// Restore of an image point (see Restore). `root` is the manifest's root tree.
+Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::BlobId& root, const RestoreOptions& options,
+                                   const ProgressFn& progress);
+
+}  // namespace continuum::backup
