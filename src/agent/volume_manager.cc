@@ -16,6 +16,7 @@
 #include "continuum/common/time_util.h"
 #include "continuum/common/units.h"
 #include "continuum/io/file.h"
+#include "continuum/io/freeze.h"
 
 namespace continuum::agent {
 
@@ -389,6 +390,13 @@ Result<std::string> VolumeManager::Up(const std::string& name) {
 
 Status VolumeManager::DownLocked(Managed* m) {
   if (!m->loop) return Status::Ok();
+  // A mounted device fails at once; other holders (udev probing right after
+  // an unmount) get the detach timeout to let go.
+  auto mp = io::MountPointOf(m->device);
+  if (mp.ok() && !mp->empty()) {
+    return FailedPrecondition("volume " + m->cfg.name + ": device " + m->device + " is busy (mounted at " + *mp +
+                              "); unmount it first");
+  }
   Status st = m->loop->Detach();
   if (!st.ok()) {
     return FailedPrecondition("volume " + m->cfg.name + ": device " + m->device +

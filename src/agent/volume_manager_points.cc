@@ -244,10 +244,20 @@ Status VolumeManager::CloseView(const std::string& device_or_id) {
       it = std::find_if(views_.begin(), views_.end(), [&](const auto& kv) { return kv.second->device == device_or_id; });
     }
     if (it == views_.end()) return NotFound("no open view at " + device_or_id + " (see 'continuum view list')");
-    Status st = it->second->loop->Detach();
-    if (!st.ok()) return FailedPrecondition("view " + device_or_id + " is busy (mounted or open); unmount it first");
     v = std::move(it->second);
     views_.erase(it);
+  }
+  // Detaching can wait for transient holders: not under the manager lock.
+  auto mp = io::MountPointOf(v->device);
+  Status st = (mp.ok() && !mp->empty())
+                  ? FailedPrecondition("view " + v->device + " is busy (mounted at " + *mp + "); unmount it first")
+                  : v->loop->Detach();
+  if (!st.ok()) {
+    std::string device = v->device;
+    std::lock_guard lock(mu_);
+    views_[v->id] = std::move(v);
+    if (st.code() == StatusCode::kFailedPrecondition && st.message().find("mounted at") != std::string::npos) return st;
+    return FailedPrecondition("view " + device + " is busy (mounted or open); unmount it first");
   }
   fuse_->RemoveFile(FuseViewFile(v->id)).IgnoreError();
   if (!v->overlay.empty()) ::unlink(v->overlay.c_str());

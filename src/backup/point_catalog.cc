@@ -1,11 +1,16 @@
 #include "continuum/backup/point_catalog.h"
 
 #include <algorithm>
+#include <set>
 
 namespace continuum::backup {
 
 Result<std::vector<PointInfo>> ListPoints(repo::Repository& repo, std::vector<std::string>* problems) {
   CONTINUUM_ASSIGN_OR_RETURN(std::vector<repo::ManifestId> ids, repo.ListManifests());
+  std::vector<std::string> pin_problems;
+  CONTINUUM_ASSIGN_OR_RETURN(std::vector<repo::ManifestId> pin_list, repo.ListPins(&pin_problems));
+  if (problems) problems->insert(problems->end(), pin_problems.begin(), pin_problems.end());
+  std::set<repo::ManifestId> pins(pin_list.begin(), pin_list.end());
   std::vector<PointInfo> points;
   for (const auto& id : ids) {
     auto m = repo.LoadManifest(id);
@@ -18,6 +23,7 @@ Result<std::vector<PointInfo>> ListPoints(repo::Repository& repo, std::vector<st
       if (problems) problems->push_back(p.status().message());
       continue;
     }
+    p->pinned = pins.count(id) != 0;
     points.push_back(std::move(*p));
   }
   std::stable_sort(points.begin(), points.end(),

@@ -21,13 +21,15 @@ nlohmann::json PointInfo::ToJson() const {
                         {"new_stored_bytes", new_stored_bytes},
                         {"chunk_size", chunk_size},
                         {"duration_ns", duration_ns},
-                        {"warnings", warnings}};
+                        {"warnings", warnings},
+                        {"pinned", pinned}};
 }
 
 std::vector<uint8_t> PointInfo::Encode() const {
   nlohmann::json j = ToJson();
   j.erase("id");
   j.erase("time");  // the manifest carries the time
+  j.erase("pinned");  // a pin is its own file
   j["format"] = "continuum-point-v1";
   // Source paths may hold bytes that are not UTF-8: replaced, never thrown on.
   std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);

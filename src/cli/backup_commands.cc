@@ -12,6 +12,8 @@
 #include "continuum/backup/image_backup.h"
 #include "continuum/backup/path_backup.h"
 #include "continuum/backup/point_catalog.h"
+#include "continuum/backup/point_files.h"
+#include "continuum/backup/retention.h"
 #include "continuum/backup/restore.h"
 #include "continuum/common/time_util.h"
 #include "continuum/common/units.h"
@@ -159,10 +161,10 @@ void PrintPoints(const std::vector<PointInfo>& points) {
     std::cout << "no points (take one with 'continuum backup image|path ... --repo PATH')\n";
     return;
   }
-  std::printf("%-12s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", "ID", "TIME", "TYPE", "KIND", "SIZE", "NEW",
-              "SOURCE", "TAGS");
+  std::printf("%-12s  %-3s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", "ID", "PIN", "TIME", "TYPE", "KIND", "SIZE",
+              "NEW", "SOURCE", "TAGS");
   for (const auto& p : points) {
-    std::printf("%-12s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", ShortId(p.id).c_str(),
+    std::printf("%-12s  %-3s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", ShortId(p.id).c_str(), p.pinned ? "*" : "",
                 FormatRfc3339(p.time_ns).c_str(), std::string(backup::PointTypeName(p.type)).c_str(), p.kind.c_str(),
                 FormatSize(p.size).c_str(), FormatSize(p.new_stored_bytes).c_str(), Join(p.sources, ",").c_str(),
                 Join(p.tags, ",").c_str());
@@ -205,6 +207,63 @@ void PrintCheck(const repo::CheckReport& r, const std::map<repo::ManifestId, Poi
   std::printf(r.ok() ? "no problems found\n" : "problems found: the points above need the damaged data\n");
 }
 
+std::string ModeString(const backup::FileEntry& e) {
+  static const std::map<std::string, char> kTypeChar = {{"file", '-'}, {"dir", 'd'},  {"symlink", 'l'}, {"chardev", 'c'},
+                                                       {"blockdev", 'b'}, {"fifo", 'p'}, {"socket", 's'}};
+  std::string out(1, kTypeChar.count(e.type) ? kTypeChar.at(e.type) : '?');
+  const char* rwx = "rwxrwxrwx";
+  for (int i = 0; i < 9; ++i) out += (e.mode & (0400 >> i)) ? rwx[i] : '-';
+  if (e.mode & 04000) out[3] = (e.mode & 0100) ? 's' : 'S';
+  if (e.mode & 02000) out[6] = (e.mode & 0010) ? 's' : 'S';
+  if (e.mode & 01000) out[9] = (e.mode & 0001) ? 't' : 'T';
+  return out;
+}
+
+void PrintForget(const backup::ForgetReport& r, bool dry_run, bool json) {
+  if (json) {
+    nlohmann::json points = nlohmann::json::array();
+    for (const auto& d : r.decisions) {
+      points.push_back({{"id", d.point.id.Hex()}, {"time", FormatRfc3339(d.point.time_ns)}, {"group", d.group},
+                        {"keep", d.keep}, {"reasons", d.reasons}, {"pinned", d.point.pinned}});
+    }
+    nlohmann::json j{{"dry_run", dry_run}, {"points", points}, {"removed", r.removed}, {"pruned", r.pruned}};
+    if (r.pruned) j["prune"] = {{"bytes_freed", r.prune.bytes_freed()}, {"packs_deleted", r.prune.packs_deleted}};
+    return PrintJson(j);
+  }
+  std::string group;
+  size_t keep = 0, remove = 0;
+  for (const auto& d : r.decisions) {
+    if (d.group != group) {
+      group = d.group;
+      std::printf("source %s:\n", group.c_str());
+    }
+    std::printf("  %-12s %-12s  %-24s  %s\n", d.keep ? "keep" : (dry_run ? "would remove" : "remove"),
+                ShortId(d.point.id).c_str(), FormatRfc3339(d.point.time_ns).c_str(), Join(d.reasons, ",").c_str());
+    (d.keep ? keep : remove)++;
+  }
+  std::printf(dry_run ? "would keep %zu points and remove %zu (dry run: nothing changed)\n"
+                      : "kept %zu points, removed %zu\n",
+              keep, remove);
+}
+
+void PrintPrune(const repo::PruneReport& r, bool dry_run, bool json) {
+  if (json) {
+    return PrintJson({{"dry_run", dry_run}, {"points", r.points}, {"blobs_used", r.blobs_used},
+                      {"blobs_removed", r.blobs_removed}, {"packs_deleted", r.packs_deleted},
+                      {"packs_repacked", r.packs_repacked}, {"packs_written", r.packs_written},
+                      {"unindexed_packs_deleted", r.unindexed_packs_deleted}, {"bytes_deleted", r.bytes_deleted},
+                      {"bytes_written", r.bytes_written}, {"bytes_freed", r.bytes_freed()},
+                      {"unused_bytes_kept", r.unused_bytes_kept}, {"pins_removed", r.pins_removed}});
+  }
+  std::printf("%s %llu unused blobs: %llu packs deleted (%llu repacked into %llu new), %llu left by crashed writers\n",
+              dry_run ? "would remove" : "removed", (unsigned long long)r.blobs_removed,
+              (unsigned long long)r.packs_deleted, (unsigned long long)r.packs_repacked,
+              (unsigned long long)r.packs_written, (unsigned long long)r.unindexed_packs_deleted);
+  std::printf("%s %s (%s deleted, %s written); %s unused kept in packs below the repack threshold\n",
+              dry_run ? "would free" : "freed", FormatSize(r.bytes_freed()).c_str(), FormatSize(r.bytes_deleted).c_str(),
+              FormatSize(r.bytes_written).c_str(), FormatSize(r.unused_bytes_kept).c_str());
+}
+
 }  // namespace
 
 void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const bool* json) {
@@ -217,6 +276,9 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
     std::string kind = "full";
     std::string source, point, to;
     std::vector<std::string> sources, excludes, includes, tags;
+    std::string ls_path, keep_within;
+    uint32_t keep_last = 0, keep_daily = 0, keep_weekly = 0, keep_monthly = 0, keep_yearly = 0;
+    bool prune = false, dry_run = false;
   };
   static State s;
 
@@ -358,6 +420,119 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
       } else {
         PrintPoints(*points);
       }
+      return 0;
+    };
+  });
+
+  for (bool pin : {true, false}) {
+    auto* cmd = bk->add_subcommand(pin ? "pin" : "unpin",
+                                   pin ? "pin a point: forget never removes it" : "remove a point's pin");
+    cmd->add_option("ID", s.point, "point id, unique id prefix, or 'latest'")->required();
+    AddRepoOptions(cmd, &s.ra);
+    cmd->callback([action, json, pin] {
+      *action = [json, pin] {
+        bool usage = false;
+        auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+        if (!r.ok()) return Fail(r.status(), *json, usage);
+        auto point = backup::FindPoint(**r, s.point);
+        if (!point.ok()) return Fail(point.status(), *json, point.status().code() == StatusCode::kInvalidArgument);
+        if (Status st = (*r)->SetPinned(point->id, pin); !st.ok()) return Fail(st, *json);
+        if (*json) {
+          PrintJson({{"id", point->id.Hex()}, {"pinned", pin}});
+        } else {
+          std::printf("%s point %s\n", pin ? "pinned" : "unpinned", ShortId(point->id).c_str());
+        }
+        return 0;
+      };
+    });
+  }
+
+  // --- ls ---
+  auto* ls = app.add_subcommand("ls", "list the files of a path point");
+  ls->add_option("ID", s.point, "point id, unique id prefix, or 'latest'")->required();
+  ls->add_option("PATH", s.ls_path, "only this file or directory (relative to the point root)");
+  AddRepoOptions(ls, &s.ra);
+  ls->callback([action, json] {
+    *action = [json] {
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      auto point = backup::FindPoint(**r, s.point);
+      if (!point.ok()) return Fail(point.status(), *json, point.status().code() == StatusCode::kInvalidArgument);
+      auto files = backup::ListFiles(**r, *point, s.ls_path);
+      if (!files.ok()) return Fail(files.status(), *json);
+      if (*json) {
+        nlohmann::json j = nlohmann::json::array();
+        for (const auto& e : *files) {
+          nlohmann::json f{{"path", e.path}, {"type", e.type}, {"mode", e.mode}, {"uid", e.uid}, {"gid", e.gid},
+                           {"size", e.size}, {"mtime", FormatRfc3339(e.mtime_ns)}, {"mtime_ns", e.mtime_ns}};
+          if (e.type == "symlink") f["link_target"] = e.link_target;
+          j.push_back(std::move(f));
+        }
+        std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        std::cout << text << "\n";
+        return 0;
+      }
+      for (const auto& e : *files) {
+        std::printf("%s %5u %5u %12llu  %s  %s%s\n", ModeString(e).c_str(), e.uid, e.gid, (unsigned long long)e.size,
+                    FormatRfc3339(e.mtime_ns).c_str(), e.path.c_str(),
+                    e.type == "symlink" ? (" -> " + e.link_target).c_str() : "");
+      }
+      return 0;
+    };
+  });
+
+  // --- forget / prune ---
+  auto* fg = app.add_subcommand("forget", "remove points by a retention policy (per source; pinned points stay)");
+  AddRepoOptions(fg, &s.ra);
+  fg->add_option("--keep-last", s.keep_last, "keep the N newest points");
+  fg->add_option("--keep-within", s.keep_within, "keep points younger than DURATION (e.g. 1y6m, 2w, 36h) before the newest");
+  fg->add_option("--keep-daily", s.keep_daily, "keep the newest point of each of the last N days with points");
+  fg->add_option("--keep-weekly", s.keep_weekly, "the same for N ISO weeks");
+  fg->add_option("--keep-monthly", s.keep_monthly, "the same for N months");
+  fg->add_option("--keep-yearly", s.keep_yearly, "the same for N years");
+  fg->add_flag("--prune", s.prune, "prune after removing points");
+  fg->add_flag("--dry-run", s.dry_run, "show what would be removed, change nothing");
+  fg->callback([action, json] {
+    *action = [json] {
+      backup::ForgetOptions o;
+      o.policy = {.keep_last = s.keep_last, .keep_daily = s.keep_daily, .keep_weekly = s.keep_weekly,
+                  .keep_monthly = s.keep_monthly, .keep_yearly = s.keep_yearly};
+      if (!s.keep_within.empty()) {
+        auto span = backup::ParseCalendarSpan(s.keep_within);
+        if (!span.ok()) return Fail(span.status(), *json, true);
+        o.policy.keep_within = *span;
+      }
+      if (o.policy.empty()) {
+        return Fail(InvalidArgument("no keep rule given: forget would remove every point "
+                                    "(use --keep-last N, --keep-within DURATION, --keep-daily N ...)"),
+                    *json, true);
+      }
+      o.dry_run = s.dry_run;
+      o.prune = s.prune;
+      bool usage = false;
+      auto r = OpenRepo(s.ra, s.dry_run ? repo::LockMode::kShared : repo::LockMode::kExclusive, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      auto rep = backup::Forget(**r, o);
+      if (!rep.ok()) return Fail(rep.status(), *json);
+      if (*json) return PrintForget(*rep, s.dry_run, true), 0;
+      PrintForget(*rep, s.dry_run, false);
+      if (rep->pruned) PrintPrune(rep->prune, false, false);
+      return 0;
+    };
+  });
+
+  auto* pr = app.add_subcommand("prune", "delete data no point needs (repacking mostly unused packs)");
+  AddRepoOptions(pr, &s.ra);
+  pr->add_flag("--dry-run", s.dry_run, "show what would be freed, change nothing");
+  pr->callback([action, json] {
+    *action = [json] {
+      bool usage = false;
+      auto r = OpenRepo(s.ra, repo::LockMode::kExclusive, &usage);
+      if (!r.ok()) return Fail(r.status(), *json, usage);
+      auto rep = (*r)->Prune({.dry_run = s.dry_run});
+      if (!rep.ok()) return Fail(rep.status(), *json);
+      PrintPrune(*rep, s.dry_run, *json);
       return 0;
     };
   });

@@ -27,6 +27,7 @@ const char* KindDir(FileKind kind) {
     case FileKind::kIndex: return "index";
     case FileKind::kManifest: return "manifests";
     case FileKind::kLock: return "locks";
+    case FileKind::kPin: return "pins";
   }
   return "";
 }
@@ -76,6 +77,7 @@ std::string_view FileKindName(FileKind kind) {
     case FileKind::kIndex: return "index";
     case FileKind::kManifest: return "manifest";
     case FileKind::kLock: return "lock";
+    case FileKind::kPin: return "pin";
   }
   return "file";
 }
@@ -104,7 +106,7 @@ std::string LocalBackend::Describe(FileKind kind, const std::string& name) const
 Status LocalBackend::Create() {
   if (io::PathExists(root_ + "/config")) return AlreadyExists("a repository already exists at " + root_);
   CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(root_, 0700));
-  for (const char* d : {"keys", "data", "index", "manifests", "locks", "tmp"}) {
+  for (const char* d : {"keys", "data", "index", "manifests", "locks", "pins", "tmp"}) {
     CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(root_ + "/" + d, 0700));
   }
   // data/<xx>/ directories are made on first use (see Write).

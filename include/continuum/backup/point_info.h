@@ -34,6 +34,9 @@ struct PointInfo {
   uint32_t chunk_size = 0;      // image points: fixed chunk size
   int64_t duration_ns = 0;
   uint64_t warnings = 0;        // entries that could not be read (path points)
+  // Not part of the payload: a pin is a separate file (docs/format/backup.md,
+  // "Pins"), so pinning does not change the point's id. Set by ListPoints.
+  bool pinned = false;
 
   nlohmann::json ToJson() const;
   std::vector<uint8_t> Encode() const;

@@ -25,7 +25,7 @@ struct LoopOptions {
 };
 
 // How long Detach waits for brief openers (udev, blkid) before it reports busy.
-inline constexpr std::chrono::milliseconds kLoopDetachTimeout{5000};
+inline constexpr std::chrono::milliseconds kLoopDetachTimeout{15000};
 
 // A kernel loop device (/dev/loopN) attached to a backing file.
 //

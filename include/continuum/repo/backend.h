@@ -11,7 +11,7 @@
 namespace continuum::repo {
 
 // The kinds of repository files (docs/format/repository.md, "Layout").
-enum class FileKind { kConfig, kKey, kPack, kIndex, kManifest, kLock };
+enum class FileKind { kConfig, kKey, kPack, kIndex, kManifest, kLock, kPin };
 std::string_view FileKindName(FileKind kind);
 
 // Where a repository's files live: a local directory now, an object store later.

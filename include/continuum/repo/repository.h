@@ -14,6 +14,7 @@
 #include "continuum/repo/fast_cdc_chunker.h"
 #include "continuum/repo/fixed_chunker.h"
 #include "continuum/repo/manifest.h"
+#include "continuum/repo/prune_report.h"
 #include "continuum/repo/repository_options.h"
 
 namespace continuum::repo {
@@ -89,6 +90,23 @@ class Repository {
   // Every blob the point needs: its roots and all refs reachable through trees.
   // kDataLoss / kNotFound naming the first blob that is missing or unreadable.
   Result<std::vector<BlobId>> ManifestBlobs(const ManifestId& id);
+
+  // Pins: a pinned point is never removed by retention. Stored as pins/<manifest id>
+  // (docs/format/repository.md, "Pins"), so the point keeps its id. Pinning an
+  // unknown manifest is kNotFound; pinning twice is a no-op. Unpinning deletes
+  // the pin file: kFailedPrecondition in append-only repositories.
+  Status SetPinned(const ManifestId& id, bool pinned);
+  // The manifests that carry a valid pin. A pin file that does not decode (or
+  // names another manifest) is skipped and reported through `problems`.
+  Result<std::vector<ManifestId>> ListPins(std::vector<std::string>* problems = nullptr);
+
+  // Removes every blob no manifest needs: deletes wholly unused packs, copies the
+  // used blobs of mostly unused packs into new packs, and writes an index that
+  // supersedes all previous ones (docs/format/repository.md, "Prune"). Needs an
+  // exclusive lock; kFailedPrecondition in append-only repositories and when a
+  // point cannot be walked (a missing or damaged blob: run check and repair first,
+  // since prune cannot know what such a point needs). Crash-safe at every step.
+  Result<PruneReport> Prune(const PruneOptions& options = {});
 
   // Verifies the repository: see docs/format/repository.md, "Check and repair".
   Result<CheckReport> Check(bool read_data);
