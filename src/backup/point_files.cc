@@ -85,7 +85,7 @@ Result<std::vector<FileEntry>> ListFiles(repo::Repository& repo, const PointInfo
       lister.Add(*it, prefix);
       return std::move(lister.out);
     }
-    lister.Add(*it, prefix);
+    if (i + 1 == parts.size()) lister.Add(*it, prefix);  // the directory itself, then its contents
     dir = tree.refs[it->subtree];
   }
   CONTINUUM_RETURN_IF_ERROR(lister.Walk(dir, prefix, 0));
