@@ -144,28 +144,36 @@ def mount(cleanup, dev, mnt):
 class Agent:
     """A private agent, in its own session: a terminal Ctrl-C reaches only the benchmark."""
 
-    def __init__(self, binary, run_dir, cleanup, tag="agent"):
+    def __init__(self, binary, run_dir, cleanup, tag="agent", role="agent", netns=None, args=()):
+        """role "server" starts a DR-site `continuum server`; netns runs it inside that network
+        namespace (`ip netns exec` execs, so the PID is continuum's own); args are appended."""
         self.bin, self.cleanup, self.proc, self.peak = binary, cleanup, None, {}
+        self.role, self.netns, self.args = role, netns, list(args)
         self.state = os.path.join(run_dir, f"{tag}-state")
         self.sock = os.path.join(self.state, "agent.sock")
         self.log_path = os.path.join(run_dir, f"{tag}.log")
 
     def start(self):
-        with open(self.log_path, "w") as logf:
-            self.proc = subprocess.Popen([self.bin, "agent", "--state-dir", self.state, "--control", self.sock],
+        prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
+        with open(self.log_path, "a") as logf:
+            self.proc = subprocess.Popen(prefix + [self.bin, self.role, "--state-dir", self.state,
+                                                   "--control", self.sock] + self.args,
                                          stdout=logf, stderr=subprocess.STDOUT, start_new_session=True)
         self.cleanup.push(f"stop agent pid {self.proc.pid}", self.stop)
         for _ in range(300):
             if self.proc.poll() is not None:
                 raise BenchError(f"agent exited with {self.proc.returncode}:\n{self.log_tail()}")
             if os.path.exists(self.sock) and self.cli("volume", "status", check=False, quiet=True).returncode == 0:
-                log(f"agent pid {self.proc.pid} ready (state {self.state})")
+                log(f"{self.role} pid {self.proc.pid} ready (state {self.state})")
                 return self
             time.sleep(0.1)
         raise BenchError(f"agent did not become ready in 30 s:\n{self.log_tail()}")
 
     def cli(self, *args, check=True, quiet=False, timeout=600):
         return run([self.bin, "--control", self.sock] + list(args), check=check, quiet=quiet, timeout=timeout)
+
+    def json(self, *args):
+        return json.loads(self.cli(*args, "--json", quiet=True).stdout)
 
     def status(self, name):
         return json.loads(self.cli("volume", "status", name, "--json", quiet=True).stdout)
@@ -297,3 +305,48 @@ def main_wrapper(body):
     finally:
         cleanup.run_all()
     return code
+
+
+class NetPair:
+    """Two "hosts" on this machine: network namespaces <prefix>src/<prefix>dr joined by a veth
+    pair, 10.78.N.1 (source) and 10.78.N.2 (DR). Removed by the cleanup stack."""
+
+    def __init__(self, cleanup, prefix=None):
+        pid = os.getpid()
+        prefix = prefix or f"ctb{pid}"
+        n = pid % 200 + 20
+        self.src, self.dr = f"{prefix}src", f"{prefix}dr"
+        self.src_ip, self.dr_ip = f"10.78.{n}.1", f"10.78.{n}.2"
+        self.veth_src, self.veth_dr = f"cbs{pid}"[:15], f"cbd{pid}"[:15]
+        cleanup.push(f"ip netns del {self.src} {self.dr}", self.down)
+        run(["ip", "netns", "add", self.src])
+        run(["ip", "netns", "add", self.dr])
+        run(["ip", "link", "add", self.veth_src, "type", "veth", "peer", "name", self.veth_dr])
+        run(["ip", "link", "set", self.veth_src, "netns", self.src])
+        run(["ip", "link", "set", self.veth_dr, "netns", self.dr])
+        for ns, dev, ip in ((self.src, self.veth_src, self.src_ip), (self.dr, self.veth_dr, self.dr_ip)):
+            run(["ip", "-n", ns, "addr", "add", f"{ip}/24", "dev", dev])
+            run(["ip", "-n", ns, "link", "set", dev, "up"])
+            run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def cut(self):
+        run(["ip", "-n", self.src, "link", "set", self.veth_src, "down"])
+
+    def restore(self):
+        run(["ip", "-n", self.src, "link", "set", self.veth_src, "up"])
+
+    def wire_bytes(self):
+        """tx + rx bytes of the source's veth end (everything on the link, headers included)."""
+        base = ["ip", "netns", "exec", self.src, "cat"]
+        return sum(int(run(base + [f"/sys/class/net/{self.veth_src}/statistics/{k}_bytes"], quiet=True).stdout)
+                   for k in ("tx", "rx"))
+
+    def down(self):
+        for ns in (self.src, self.dr):
+            run(["ip", "netns", "del", ns], check=False, quiet=True)
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    v = sorted(values)
+    return v[max(0, min(len(v) - 1, int(round(p / 100.0 * len(v) + 0.5)) - 1))]

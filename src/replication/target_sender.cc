@@ -92,6 +92,7 @@ void TargetSender::LoadState() {
   resync_active_ = j.value("resync_active", false);
   resync_first_ = j.value("resync_first", 0ull);
   resync_last_ = j.value("resync_last", 0ull);
+  resync_done_at_ = j.value("resync_done_at", 0ull);
   replica_ = j.value("replica", "");
 }
 
@@ -100,7 +101,7 @@ void TargetSender::SaveState() {
   {
     std::lock_guard lock(mu_);
     j = {{"address", opts_.address}, {"mode", ModeName(opts_.mode)}, {"acked_seq", acked_},
-         {"resync_active", resync_active_}, {"resync_first", resync_first_}, {"resync_last", resync_last_},
+         {"resync_active", resync_active_}, {"resync_first", resync_first_}, {"resync_last", resync_last_}, {"resync_done_at", resync_done_at_},
          {"replica", replica_}, {"compress", CodecName(opts_.compress)}, {"bandwidth", opts_.bandwidth}};
   }
   io::WriteFileAtomic(opts_.state_path, j.dump() + "\n").IgnoreError();
@@ -215,6 +216,12 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       nlohmann::json begin{{"first_seq", resync_first_}, {"last_seq", resync_last_}};
       lock.unlock();
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, begin));
+    } else if (!resync_active_ && resync_done_at_ > 0) {
+      // The last RESYNC_DONE may have been lost with the previous connection
+      // (it is not acknowledged): repeat it; the target treats it as idempotent.
+      nlohmann::json done{{"consistent_at", resync_done_at_}};
+      lock.unlock();
+      CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncDone, done));
     }
   }
   cursor_->acked = std::min<uint64_t>(cursor_->acked.load(), durable);
@@ -331,6 +338,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       {
         std::lock_guard lock(mu_);
         resync_active_ = false;
+        resync_done_at_ = at;
       }
       SaveState();
       Emit("resync_done", "replica is crash-consistent from seq " + std::to_string(at));

@@ -111,6 +111,7 @@ class TargetSender {
   uint64_t inflight_bytes_ = 0;         // GUARDED_BY(mu_)
   bool resync_active_ = false;          // GUARDED_BY(mu_)
   uint64_t resync_first_ = 0, resync_last_ = 0;  // GUARDED_BY(mu_)
+  uint64_t resync_done_at_ = 0;  // GUARDED_BY(mu_): last RESYNC_DONE sent (repeated on reconnect)
   double rate_ = 0;                     // GUARDED_BY(mu_)
   uint64_t bytes_sent_ = 0, wire_bytes_ = 0;  // GUARDED_BY(mu_)
   int64_t last_save_ns_ = 0;
