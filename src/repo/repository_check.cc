@@ -182,28 +182,8 @@ Result<RebuildReport> Repository::RebuildIndex(bool read_data) {
     packs.push_back({*id, *size, std::move(*entries)});
   }
 
-  std::vector<FileId> old;
-  for (const auto& n : old_names) {
-    if (auto id = FileId::FromHex(n); id.ok()) old.push_back(*id);
-  }
-  // Only the last new file supersedes the old ones: a crash before it leaves the
-  // old files in force next to the new ones (a harmless union).
-  std::vector<std::vector<IndexPack>> groups(1);
-  size_t in_group = 0;
-  for (auto& p : packs) {
-    if (in_group > 0 && in_group + p.entries.size() > (1u << 20)) {
-      groups.emplace_back();
-      in_group = 0;
-    }
-    in_group += p.entries.size();
-    groups.back().push_back(std::move(p));
-  }
-  for (size_t i = 0; i < groups.size(); ++i) {
-    bool last = i + 1 == groups.size();
-    if (groups[i].empty() && (!last || old.empty())) continue;
-    CONTINUUM_RETURN_IF_ERROR(WriteIndex(std::move(groups[i]), last ? old : std::vector<FileId>{}));
-    ++rep.index_files_written;
-  }
+  CONTINUUM_ASSIGN_OR_RETURN(size_t written, ReplaceIndex(std::move(packs), old_names));
+  rep.index_files_written += written;
   if (!s.config.append_only) {
     for (const auto& n : old_names) {
       Status st = backend_->Remove(FileKind::kIndex, n);
@@ -214,6 +194,31 @@ Result<RebuildReport> Repository::RebuildIndex(bool read_data) {
   std::vector<std::string> problems;
   CONTINUUM_RETURN_IF_ERROR(LoadIndex(&s.index, &s.index_files, &problems));
   return rep;
+}
+
+Result<size_t> Repository::ReplaceIndex(std::vector<IndexPack> packs, const std::vector<std::string>& old_names) {
+  std::vector<FileId> old;
+  for (const auto& n : old_names) {
+    if (auto id = FileId::FromHex(n); id.ok()) old.push_back(*id);
+  }
+  std::vector<std::vector<IndexPack>> groups(1);
+  size_t in_group = 0;
+  for (auto& p : packs) {
+    if (in_group > 0 && in_group + p.entries.size() > (1u << 20)) {
+      groups.emplace_back();
+      in_group = 0;
+    }
+    in_group += p.entries.size();
+    groups.back().push_back(std::move(p));
+  }
+  size_t written = 0;
+  for (size_t i = 0; i < groups.size(); ++i) {
+    bool last = i + 1 == groups.size();
+    if (groups[i].empty() && (!last || old.empty())) continue;
+    CONTINUUM_RETURN_IF_ERROR(WriteIndex(std::move(groups[i]), last ? old : std::vector<FileId>{}));
+    ++written;
+  }
+  return written;
 }
 
 }  // namespace continuum::repo

@@ -159,25 +159,7 @@ Result<PruneReport> Repository::Prune(const PruneOptions& options) {
       if (plan.fate == PackFate::kKeep) new_index.push_back({id, plan.size, std::move(plan.entries)});
     }
     CONTINUUM_ASSIGN_OR_RETURN(auto old_names, backend_->List(FileKind::kIndex));
-    std::vector<FileId> old;
-    for (const auto& n : old_names) {
-      if (auto id = FileId::FromHex(n); id.ok()) old.push_back(*id);
-    }
-    std::vector<std::vector<IndexPack>> groups(1);
-    size_t in_group = 0;
-    for (auto& p : new_index) {
-      if (in_group > 0 && in_group + p.entries.size() > (1u << 20)) {
-        groups.emplace_back();
-        in_group = 0;
-      }
-      in_group += p.entries.size();
-      groups.back().push_back(std::move(p));
-    }
-    for (size_t i = 0; i < groups.size(); ++i) {
-      bool last = i + 1 == groups.size();
-      if (groups[i].empty() && !last) continue;
-      CONTINUUM_RETURN_IF_ERROR(WriteIndex(std::move(groups[i]), last ? old : std::vector<FileId>{}));
-    }
+    CONTINUUM_RETURN_IF_ERROR(ReplaceIndex(std::move(new_index), old_names).status());
     // 3. remove the superseded index files (ignored from now on anyway);
     for (const auto& n : old_names) {
       Status st = backend_->Remove(FileKind::kIndex, n);

@@ -1,9 +1,6 @@
 #include "continuum/volume/volume.h"
 
 #include <fcntl.h>
-#include <linux/falloc.h>
-#include <linux/fs.h>
-#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
@@ -237,28 +234,10 @@ Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
   }
   uint64_t nblocks = out.size() / bs;
   std::vector<bool> from_queue(nblocks, false);
-  bool any_mirror = false;
   {
     std::lock_guard lock(mu_);
-    if (pending_blocks_.empty()) {
-      any_mirror = true;
-    } else {
-      for (uint64_t i = 0; i < nblocks; ++i) {
-        auto it = pending_blocks_.find(offset / bs + i);
-        if (it == pending_blocks_.end()) {
-          any_mirror = true;
-          continue;
-        }
-        from_queue[i] = true;
-        if (it->second.data) {
-          std::memcpy(out.data() + i * bs, it->second.data, bs);
-        } else {
-          std::memset(out.data() + i * bs, 0, bs);
-        }
-      }
-    }
+    if (CopyPendingLocked(offset, out, &from_queue) == nblocks) return Status::Ok();
   }
-  if (!any_mirror) return Status::Ok();
   // Invariant: a block leaves pending_blocks_ only after its mirror write
   // completed, so a block not found there is current in the mirror.
   uint64_t i = 0;
@@ -273,6 +252,24 @@ Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
     i = j;
   }
   return Status::Ok();
+}
+
+size_t Volume::CopyPendingLocked(uint64_t offset, std::span<uint8_t> out, std::vector<bool>* found) const {
+  const uint32_t bs = cfg_.block_size;
+  size_t copied = 0;
+  if (pending_blocks_.empty()) return 0;
+  for (uint64_t i = 0; i < out.size() / bs; ++i) {
+    auto it = pending_blocks_.find(offset / bs + i);
+    if (it == pending_blocks_.end()) continue;
+    if (it->second.data) {
+      std::memcpy(out.data() + i * bs, it->second.data, bs);
+    } else {
+      std::memset(out.data() + i * bs, 0, bs);
+    }
+    if (found) (*found)[i] = true;
+    ++copied;
+  }
+  return copied;
 }
 
 Status Volume::ReadMirror(uint64_t offset, std::span<uint8_t> out) const {
@@ -377,15 +374,7 @@ Result<uint64_t> Volume::ReadCurrent(uint64_t offset, std::span<uint8_t> out) {
     return InvalidArgument("volume " + cfg_.name + ": unaligned resync read");
   }
   CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
-  for (uint64_t i = 0; i < out.size() / bs && !pending_blocks_.empty(); ++i) {
-    auto it = pending_blocks_.find(offset / bs + i);
-    if (it == pending_blocks_.end()) continue;
-    if (it->second.data) {
-      std::memcpy(out.data() + i * bs, it->second.data, bs);
-    } else {
-      std::memset(out.data() + i * bs, 0, bs);
-    }
-  }
+  CopyPendingLocked(offset, out, nullptr);
   return last_seq_;
 }
 

@@ -131,6 +131,12 @@ class Repository {
   Status LoadIndex(MasterIndex* index, std::vector<FileId>* files, std::vector<std::string>* problems);
   Status SealPack();
   Status WriteIndex(std::vector<IndexPack> packs, std::vector<FileId> supersedes);
+  // Writes `packs` as new index files (about a million entries each) of which
+  // the last supersedes every index file named in `old_names`; returns how
+  // many were written. Only the last new file supersedes the old ones: a
+  // crash before it leaves the old files in force next to the new ones (a
+  // harmless union). Nothing is written when both are empty.
+  Result<size_t> ReplaceIndex(std::vector<IndexPack> packs, const std::vector<std::string>& old_names);
   Status FlushIndex();
   Status Refresh();
   Result<std::vector<uint8_t>> ReadBlob(const BlobId& id, MasterIndex& index);

@@ -157,6 +157,9 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   Status WaitAck(uint64_t seq);
   Status WriteAligned(uint64_t offset, std::span<const uint8_t> data);
   Status ReadMirror(uint64_t offset, std::span<uint8_t> out) const;
+  // Copies the queued (not yet applied) blocks of an aligned range into
+  // `out`, marking them in `found` when given; returns how many. REQUIRES: mu_.
+  size_t CopyPendingLocked(uint64_t offset, std::span<uint8_t> out, std::vector<bool>* found) const;
   Status ZeroMirror(uint64_t offset, uint64_t length);
   void ApplyLoop();
   Status ApplyBatch(std::vector<Record*>& batch);
