@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "capture/fuse_file_table.h"
+#include "continuum/io/aligned_buffer.h"
 #include "continuum/common/log.h"
 
 namespace continuum::capture {
@@ -139,8 +140,9 @@ void Read(fuse_req_t req, fuse_ino_t, size_t size, off_t off, fuse_file_info* fi
   const size_t n = static_cast<size_t>(std::min<uint64_t>(size, file.size - offset));
   // One buffer per worker thread: no allocation per request, and the reply
   // copies it into the kernel before the thread takes another request.
-  thread_local std::vector<uint8_t> buffer;
-  if (buffer.size() < n) buffer.resize(n);
+  // Aligned, so a target reading with direct I/O needs no bounce buffer.
+  thread_local io::AlignedBuffer buffer;
+  buffer.Resize(n);
   Status st = file.target->Read(offset, std::span<uint8_t>(buffer.data(), n));
   if (!st.ok()) {
     Logger("fuse")->warn("read {} at {}+{}: {}", file.name, offset, n, st.ToString());

@@ -145,6 +145,7 @@ Status CdpStore::AppendBefore(uint64_t seq, int64_t ts_ns, uint64_t first_block,
     open_seq_ = seq;
     auto loc = log_->Append(h, payload, may_roll);
     if (!loc.ok()) return loc.status().WithContext("append to undo journal");
+    std::lock_guard lock(mu_);  // Publish may run on another writer's thread
     unpublished_.push_back({seq, ts_ns, first_block + i, static_cast<uint32_t>(j - i), zero, *loc});
     i = j;
   }
@@ -162,6 +163,7 @@ Status CdpStore::AppendBookmark(uint64_t seq, int64_t ts_ns, const std::string& 
   open_seq_ = seq;
   auto loc = log_->Append(h, {reinterpret_cast<const uint8_t*>(label.data()), label.size()}, may_roll);
   if (!loc.ok()) return loc.status().WithContext("append bookmark to undo journal");
+  std::lock_guard lock(mu_);
   unpublished_bookmarks_.push_back({seq, ts_ns, label, (flags & journal::kFlagConsistent) != 0,
                                     (flags & journal::kFlagRollbackMark) != 0});
   last_unpublished_ = {seq, ts_ns};
@@ -195,7 +197,10 @@ void CdpStore::Publish() {
   unpublished_bookmarks_.clear();
 }
 
-void CdpStore::NoteSeq(uint64_t seq, int64_t ts_ns) { last_unpublished_ = {seq, ts_ns}; }
+void CdpStore::NoteSeq(uint64_t seq, int64_t ts_ns) {
+  std::lock_guard lock(mu_);
+  last_unpublished_ = {seq, ts_ns};
+}
 
 void CdpStore::AddToMapLocked(ViewMap* map, const Extent& e) const {
   if (e.seq <= map->point_seq) return;

@@ -244,6 +244,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
   TokenBucket bucket(opts_.bandwidth);
   std::vector<uint8_t> batch;
   std::vector<uint8_t> buf;
+  std::shared_ptr<const io::AlignedBuffer> ring_data;
   while (!stop_) {
     batch.clear();
     size_t count = 0;
@@ -273,6 +274,26 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
           begin = nlohmann::json{{"first_seq", h.seq}, {"last_seq", h.seq}};
         }
       }
+      if (static_cast<journal::WriteKind>(h.kind) == journal::WriteKind::kWrite &&
+          (h.flags & journal::kFlagNoData)) {
+        // A metadata-only record: the data is in the volume's replication
+        // ring, unless it left it (ring full, or a restart): then the range
+        // is resynced from the mirror, in an open-ended window.
+        ring_data = volume_->RingData(h.seq);
+        h.flags &= ~journal::kFlagNoData;
+        if (ring_data) {
+          data = ring_data->span();
+        } else {
+          last_was_resync = true;
+          std::lock_guard lock(mu_);
+          if (!resync_active_) {
+            resync_active_ = true;
+            resync_first_ = h.seq;
+            resync_last_ = kOpenEnded;
+            begin = nlohmann::json{{"first_seq", h.seq}, {"last_seq", h.seq}};
+          }
+        }
+      }
       if (last_was_resync) {
         buf.resize(h.length);
         CONTINUUM_ASSIGN_OR_RETURN(uint64_t c, volume_->ReadCurrent(h.offset, buf));
@@ -287,6 +308,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
         }
       }
       AppendRecord(&batch, h, data);
+      ring_data.reset();
       shipped.push_back({h.seq, h.ts_ns, sizeof(h) + data.size()});
       ++count;
       std::lock_guard lock(mu_);
@@ -313,7 +335,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     if (begin) {
       SaveState();
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, *begin));
-      Emit("resync_started", "ranges from seq " + begin->at("first_seq").dump() + " (verify repair)");
+      Emit("resync_started", "ranges from seq " + begin->at("first_seq").dump() + " (verify repair, or writes that left the write cache)");
     }
     std::span<const uint8_t> wire = batch;
     Encoded enc;

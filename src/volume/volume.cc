@@ -8,33 +8,42 @@
 
 #include <nlohmann/json.hpp>
 
+#include "continuum/common/checksum.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 
 namespace continuum::volume {
 namespace {
 
-constexpr uint64_t kMaxRecordBytes = 4ull << 20;     // larger writes are split
-constexpr uint64_t kMaxZeroRecord = 256ull << 20;    // larger zero ranges are split
+constexpr uint64_t kMaxRecordBytes = 4ull << 20;   // larger writes are split
+constexpr uint64_t kMaxZeroRecord = 256ull << 20;  // larger zero ranges are split
+
+bool IsRanged(journal::WriteKind k) { return k == journal::WriteKind::kWrite || k == journal::WriteKind::kZero; }
 
 }  // namespace
 
 Result<std::shared_ptr<Volume>> Volume::Open(const VolumeConfig& cfg, const std::string& dir,
                                              EventSink events) {
-  if (cfg.block_size == 0 || cfg.size == 0 || cfg.size % cfg.block_size != 0) {
+  if (cfg.block_size == 0 || cfg.size == 0 || cfg.size % cfg.block_size != 0 ||
+      io::AlignedBuffer::kAlign % cfg.block_size != 0 && cfg.block_size % io::AlignedBuffer::kAlign != 0) {
     return InvalidArgument("volume " + cfg.name + ": size must be a non-zero multiple of " +
                            std::to_string(cfg.block_size));
   }
   std::shared_ptr<Volume> v(new Volume(cfg, dir, std::move(events)));
   CONTINUUM_RETURN_IF_ERROR(v->Recover());
-  v->apply_thread_ = std::thread([raw = v.get()] { raw->ApplyLoop(); });
+  v->maint_thread_ = std::thread([raw = v.get()] { raw->MaintenanceLoop(); });
   return v;
 }
 
 Volume::~Volume() { Close().IgnoreError(); }
 
-Status Volume::Recover() {
-  auto mirror = io::File::Open(cfg_.backing, O_RDWR);
+Status Volume::OpenMirror() {
+  // Data goes to the mirror once, with direct I/O: no page-cache copy and no
+  // writeback behind the application's back. Filesystems without O_DIRECT
+  // (tmpfs) get buffered I/O; Flush's fdatasync keeps it durable either way.
+  auto mirror = io::File::Open(cfg_.backing, O_RDWR | O_DIRECT);
+  mirror_direct_ = mirror.ok();
+  if (!mirror.ok()) mirror = io::File::Open(cfg_.backing, O_RDWR);
   if (!mirror.ok()) {
     return mirror.status().WithContext("volume " + cfg_.name + ": backing is not usable");
   }
@@ -47,7 +56,19 @@ Status Volume::Recover() {
                               std::to_string(backing_size) + " bytes but the volume needs " +
                               std::to_string(cfg_.size));
   }
+  if (mirror_direct_) {
+    // Some filesystems accept O_DIRECT at open and refuse it at the first I/O.
+    io::AlignedBuffer probe(io::AlignedBuffer::kAlign);
+    if (!mirror_->PRead(0, probe.span(), true).ok()) {
+      CONTINUUM_ASSIGN_OR_RETURN(mirror_, io::File::Open(cfg_.backing, O_RDWR));
+      mirror_direct_ = false;
+    }
+  }
+  return Status::Ok();
+}
 
+Status Volume::Recover() {
+  CONTINUUM_RETURN_IF_ERROR(OpenMirror());
   // The checkpoint names the newest write known to be in the mirror on disk.
   std::string ckpt_path = dir_ + "/checkpoint.json";
   if (io::PathExists(ckpt_path)) {
@@ -75,41 +96,22 @@ Status Volume::Recover() {
   }
   CONTINUUM_ASSIGN_OR_RETURN(tracker_, ChangeTracker::Open(dir_ + "/cbt", cfg_.size));
 
-  // Replay: every write-log record past the checkpoint goes back into the
-  // queue. Records whose undo is already durable skip the undo step (the
-  // mirror write is repeated; it is idempotent).
   uint64_t wlog_last = 0;
+  std::vector<ReplayRecord> replay;
   auto visit = [&](const journal::RecordHeader& h, const journal::RecordLocation& loc) -> Status {
     wlog_last = std::max(wlog_last, h.seq);
     ts = std::max(ts, h.ts_ns);
     if (h.seq <= checkpoint_seq_) return Status::Ok();
-    auto rec = std::make_unique<Record>();
-    rec->seq = h.seq;
-    rec->ts_ns = h.ts_ns;
-    rec->kind = static_cast<journal::WriteKind>(h.kind);
-    rec->offset = h.offset;
-    rec->length = h.length;
-    rec->flags = h.flags;
-    rec->data.resize(h.payload_len);
-    CONTINUUM_RETURN_IF_ERROR(loc.segment->file->PRead(loc.payload_offset, rec->data));
-    if (!journal::PayloadValid(h, rec->data)) {
-      return DataLoss("write log " + loc.segment->file->path() + ": record seq " +
-                      std::to_string(h.seq) + " fails its checksum");
+    auto kind = static_cast<journal::WriteKind>(h.kind);
+    if (IsRanged(kind) && h.offset + h.length > cfg_.size) {
+      return DataLoss("write log record seq " + std::to_string(h.seq) + " is out of bounds");
     }
-    if (rec->kind == journal::WriteKind::kWrite || rec->kind == journal::WriteKind::kZero) {
-      if (h.offset + h.length > cfg_.size ||
-          (rec->kind == journal::WriteKind::kWrite && h.payload_len != h.length)) {
-        return DataLoss("write log record seq " + std::to_string(h.seq) + " is out of bounds");
-      }
-      for (uint64_t b = h.offset / cfg_.block_size; b < (h.offset + h.length) / cfg_.block_size; ++b) {
-        const uint8_t* p = rec->kind == journal::WriteKind::kWrite
-                               ? rec->data.data() + (b * cfg_.block_size - h.offset)
-                               : nullptr;
-        pending_blocks_[b] = {rec->seq, p};
-      }
-      pending_bytes_ += rec->data.size();
+    if (kind == journal::WriteKind::kWrite && !(h.flags & journal::kFlagNoData) && h.payload_len != h.length) {
+      return DataLoss("write log record seq " + std::to_string(h.seq) + " has " +
+                      std::to_string(h.payload_len) + " bytes of data for a " + std::to_string(h.length) +
+                      "-byte range");
     }
-    queue_.push_back(std::move(rec));
+    replay.push_back({h, loc});
     return Status::Ok();
   };
   auto wlog = journal::SegmentLog::Open(
@@ -118,15 +120,60 @@ Status Volume::Recover() {
       visit);
   if (!wlog.ok()) return wlog.status().WithContext("volume " + cfg_.name + ": open write log");
   wlog_ = std::move(wlog).value();
-  skip_undo_through_ = undo_latest;
   last_seq_ = std::max({checkpoint_seq_, undo_latest, wlog_last});
-  applied_seq_ = queue_.empty() ? last_seq_ : queue_.front()->seq - 1;
+  applied_seq_ = last_seq_;
   last_ts_ns_ = ts;
-  if (!queue_.empty()) {
-    Logger("volume")->info("volume {}: replaying {} write-log records after seq {}", cfg_.name,
-                           queue_.size(), checkpoint_seq_);
+  if (!replay.empty()) {
+    Logger("volume")->info("volume {}: replaying {} write-log records after seq {}", cfg_.name, replay.size(),
+                           checkpoint_seq_);
+    CONTINUUM_RETURN_IF_ERROR(Replay(replay, undo_latest));
+    CONTINUUM_RETURN_IF_ERROR(Checkpoint());
   }
   last_checkpoint_ns_ = MonoNowNs();
+  return Status::Ok();
+}
+
+Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_latest) {
+  // In seq order, one record at a time. Records that carry data (spilled, or
+  // written by an older version) are re-applied: the mirror write is
+  // idempotent, and the undo step runs only where the undo journal does not
+  // have the record yet. Metadata-only records were written to the mirror
+  // before they were acknowledged; they only re-mark the bitmaps.
+  for (const auto& r : records) {
+    const auto& h = r.header;
+    Op op;
+    op.kind = static_cast<journal::WriteKind>(h.kind);
+    op.offset = h.offset;
+    op.length = h.length;
+    op.flags = h.flags;
+    bool undo = cdp_ && h.seq > undo_latest;
+    if (op.kind == journal::WriteKind::kBookmark) {
+      if (undo) {
+        std::string label(h.payload_len, '\0');
+        CONTINUUM_RETURN_IF_ERROR(r.loc.segment->file->PRead(
+            r.loc.payload_offset, {reinterpret_cast<uint8_t*>(label.data()), label.size()}));
+        CONTINUUM_RETURN_IF_ERROR(cdp_->AppendBookmark(h.seq, h.ts_ns, label, h.flags));
+      }
+      continue;
+    }
+    if (op.kind == journal::WriteKind::kResync || (h.flags & journal::kFlagNoData)) {
+      if (undo) cdp_->NoteSeq(h.seq, h.ts_ns);
+      if (op.kind == journal::WriteKind::kWrite) tracker_->Mark(h.offset, h.length);
+      continue;
+    }
+    if (!IsRanged(op.kind)) continue;
+    if (op.kind == journal::WriteKind::kWrite) {
+      auto buf = std::make_shared<io::AlignedBuffer>(h.length);
+      CONTINUUM_RETURN_IF_ERROR(r.loc.segment->file->PRead(r.loc.payload_offset, buf->span()));
+      if (!journal::PayloadValid(h, buf->span())) {
+        return DataLoss("write log " + r.loc.segment->file->path() + ": record seq " + std::to_string(h.seq) +
+                        " fails its checksum");
+      }
+      op.data = std::move(buf);
+    }
+    if (undo) CONTINUUM_RETURN_IF_ERROR(CaptureBefore(op, h.seq, h.ts_ns));
+    CONTINUUM_RETURN_IF_ERROR(ApplyToMirror(op));
+  }
   return Status::Ok();
 }
 
@@ -142,81 +189,220 @@ Status Volume::CheckWritable() const {
   return Status::Ok();
 }
 
-Result<uint64_t> Volume::Admit(journal::WriteKind kind, uint64_t offset, std::vector<uint8_t> data,
-                               uint64_t length, uint32_t flags, uint64_t given_seq, int64_t given_ts) {
-  // One admission at a time keeps the write log in seq order; the append
-  // itself runs outside mu_ so reads and the apply step are not held up.
-  std::lock_guard append(append_mu_);
-  auto rec = std::make_unique<Record>();
-  {
-    std::unique_lock lock(mu_);
-    // Backpressure: admitted-but-unapplied data is bounded by the cache size.
-    space_cv_.wait(lock, [&] {
-      return stopping_ || !apply_error_.ok() || pending_bytes_ == 0 ||
-             pending_bytes_ + data.size() <= cfg_.cache_bytes;
-    });
-    if (stopping_) return Unavailable("volume " + cfg_.name + " is closing");
-    CONTINUUM_RETURN_IF_ERROR(CheckWritable());
-    if (given_seq != 0) {
-      // A replica takes the source's seq and time: points mean the same on
-      // both sides whatever the clocks of the two hosts say.
-      if (given_seq <= last_seq_) return last_seq_;
-      rec->seq = given_seq;
-      rec->ts_ns = std::max(given_ts, last_ts_ns_);
-    } else {
-      rec->seq = last_seq_ + 1;
-      // Timestamps never go backwards, so time -> seq lookups stay monotonic.
-      rec->ts_ns = std::max(WallNowNs(), last_ts_ns_);
-    }
+Volume::RangeLock Volume::LockRange(uint64_t begin, uint64_t end) {
+  std::unique_lock lock(mu_);
+  // Overlapping writes go one after the other, in admission order, so the
+  // mirror, the undo journal and the write log agree on what came last.
+  range_cv_.wait(lock, [&] {
+    return std::none_of(ranges_.begin(), ranges_.end(),
+                        [&](const LockedRange& r) { return r.begin < end && begin < r.end; });
+  });
+  uint64_t id = next_range_id_++;
+  ranges_.push_back({id, begin, end});
+  return RangeLock(this, id);
+}
+
+Volume::RangeLock::~RangeLock() {
+  if (!v_) return;
+  std::lock_guard lock(v_->mu_);
+  std::erase_if(v_->ranges_, [&](const LockedRange& r) { return r.id == id_; });
+  v_->range_cv_.notify_all();
+}
+
+bool Volume::HasCursorsLocked() {
+  std::erase_if(cursors_, [](const std::weak_ptr<StreamCursor>& w) { return w.expired(); });
+  return !cursors_.empty();
+}
+
+void Volume::PurgeRingLocked() {
+  if (ring_.empty()) return;
+  uint64_t acked = UINT64_MAX;
+  for (const auto& w : cursors_) {
+    if (auto c = w.lock()) acked = std::min<uint64_t>(acked, c->acked.load());
   }
-  rec->kind = kind;
-  rec->offset = offset;
-  rec->length = length;
-  rec->flags = flags;
-  rec->data = std::move(data);
-  journal::RecordHeader h;
-  h.kind = static_cast<uint16_t>(kind);
-  h.seq = rec->seq;
-  h.ts_ns = rec->ts_ns;
-  h.offset = offset;
-  h.length = length;
-  h.flags = flags;
-  auto loc = wlog_->Append(h, rec->data);
+  while (!ring_.empty() && ring_.begin()->first <= acked) {
+    ring_bytes_ -= ring_.begin()->second->size();
+    ring_.erase(ring_.begin());
+  }
+}
+
+std::shared_ptr<const io::AlignedBuffer> Volume::RingData(uint64_t seq) const {
   std::lock_guard lock(mu_);
-  if (!loc.ok()) {
-    Status st = loc.status().WithContext("volume " + cfg_.name + ": append to write log");
-    if (admit_error_.ok()) {
-      // Once per episode: the operator must free space in the state directory.
-      Logger("volume")->error("{}", st.message());
-      if (events_) events_("write_log_failed", st.message() + "; writes are refused until it succeeds again");
+  auto it = ring_.find(seq);
+  return it == ring_.end() ? nullptr : it->second;
+}
+
+Result<uint64_t> Volume::Commit(Op op) {
+  RangeLock range;
+  if (IsRanged(op.kind)) range = LockRange(op.offset, op.offset + op.length);
+  uint64_t seq;
+  int64_t ts;
+  {
+    std::lock_guard append(append_mu_);
+    bool cursors;
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) return Unavailable("volume " + cfg_.name + " is closing");
+      CONTINUUM_RETURN_IF_ERROR(CheckWritable());
+      if (op.given_seq != 0) {
+        // A replica takes the source's seq and time: points mean the same on
+        // both sides whatever the clocks of the two hosts say.
+        if (op.given_seq <= last_seq_) return last_seq_;
+        seq = op.given_seq;
+        ts = std::max(op.given_ts, last_ts_ns_);
+      } else {
+        seq = last_seq_ + 1;
+        // Timestamps never go backwards, so time -> seq lookups stay monotonic.
+        ts = std::max(WallNowNs(), last_ts_ns_);
+      }
+      cursors = HasCursorsLocked();
     }
-    admit_error_ = st;
-    return st;
-  }
-  if (!admit_error_.ok()) {
-    admit_error_ = Status::Ok();
-    if (events_) events_("write_log_recovered", "write log accepts writes again");
-  }
-  // Invariant: a record becomes visible to reads, the apply step and
-  // replication only once it is in the write log.
-  last_seq_ = rec->seq;
-  last_ts_ns_ = rec->ts_ns;
-  if (kind == journal::WriteKind::kWrite || kind == journal::WriteKind::kZero) {
-    for (uint64_t b = offset / cfg_.block_size; b < (offset + length) / cfg_.block_size; ++b) {
-      const uint8_t* p = kind == journal::WriteKind::kWrite
-                             ? rec->data.data() + (b * cfg_.block_size - offset)
-                             : nullptr;
-      pending_blocks_[b] = {rec->seq, p};
+    // The before-image goes to the undo journal before anything names the
+    // write; a failure here leaves the journal in an unknown state for this
+    // seq, so the volume fails (restart recovers it).
+    if (cdp_) {
+      Status st = CaptureBefore(op, seq, ts);
+      if (!st.ok()) return Fail(st);
     }
-    pending_bytes_ += rec->data.size();
-    ++writes_;
-    bytes_written_ += length;
+    journal::RecordHeader h;
+    h.kind = static_cast<uint16_t>(op.kind);
+    h.seq = seq;
+    h.ts_ns = ts;
+    h.offset = op.offset;
+    h.length = op.length;
+    h.flags = op.flags;
+    std::span<const uint8_t> payload;
+    uint8_t sum[8];
+    bool to_ring = false;
+    if (op.kind == journal::WriteKind::kWrite) {
+      std::lock_guard lock(mu_);
+      if (cursors && ring_bytes_ + op.length > cfg_.cache_bytes) PurgeRingLocked();
+      if (cursors && ring_bytes_ + op.length <= cfg_.cache_bytes) {
+        to_ring = true;
+      } else if (cursors && wlog_->TotalBytes() + op.length <= cfg_.spill_bytes) {
+        payload = op.data->span();  // the file cache: data in the write log
+        ++spilled_records_;
+      } else if (cursors) {
+        ++unbuffered_records_;
+      }
+      if (payload.empty()) {
+        uint64_t c = Checksum64(op.data->span());
+        for (int i = 0; i < 8; ++i) sum[i] = static_cast<uint8_t>(c >> (8 * i));
+        payload = {sum, 8};
+        h.flags |= journal::kFlagNoData;
+      }
+    } else if (op.kind == journal::WriteKind::kBookmark) {
+      payload = op.label;
+    }
+    auto loc = wlog_->Append(h, payload);
+    std::lock_guard lock(mu_);
+    if (!loc.ok()) {
+      Status st = loc.status().WithContext("volume " + cfg_.name + ": append to write log");
+      if (cdp_) return Fail(st);  // the undo journal already has this seq
+      if (admit_error_.ok()) {
+        // Once per episode: the operator must free space in the state directory.
+        Logger("volume")->error("{}", st.message());
+        if (events_) events_("write_log_failed", st.message() + "; writes are refused until it succeeds again");
+      }
+      admit_error_ = st;
+      return st;
+    }
+    if (!admit_error_.ok()) {
+      admit_error_ = Status::Ok();
+      if (events_) events_("write_log_recovered", "write log accepts writes again");
+    }
+    // Invariant: a write is visible to replication only once it is in the
+    // write log, and its data is in the ring (or the log) by then.
+    if (to_ring) {
+      ring_[seq] = op.data;
+      ring_bytes_ += op.data->size();
+    }
+    last_seq_ = seq;
+    last_ts_ns_ = ts;
+    inflight_.insert(seq);
+    if (IsRanged(op.kind)) {
+      ++writes_;
+      bytes_written_ += op.length;
+    }
+    admitted_cv_.notify_all();
   }
-  uint64_t seq = rec->seq;
-  queue_.push_back(std::move(rec));
-  apply_cv_.notify_one();
-  admitted_cv_.notify_all();
+  Status st = ApplyToMirror(op);
+  Complete(seq);
+  if (!st.ok()) return Fail(st);
   return seq;
+}
+
+Status Volume::Fail(const Status& st) {
+  std::lock_guard lock(mu_);
+  if (apply_error_.ok()) {
+    apply_error_ = st;
+    Logger("volume")->error("volume {}: {}", cfg_.name, st.message());
+    if (events_) {
+      events_("apply_failed", st.message() + "; writes are refused until the agent is restarted "
+                                             "(acknowledged writes are in the mirror and the logs)");
+    }
+  }
+  applied_cv_.notify_all();
+  return Status(StatusCode::kIoError, "volume " + cfg_.name + " is failed: " + apply_error_.message(), EIO);
+}
+
+void Volume::Complete(uint64_t seq) {
+  std::lock_guard lock(mu_);
+  inflight_.erase(seq);
+  applied_seq_ = inflight_.empty() ? last_seq_ : *inflight_.begin() - 1;
+  applied_cv_.notify_all();
+}
+
+Status Volume::CaptureBefore(const Op& op, uint64_t seq, int64_t ts) {
+  const uint32_t bs = cfg_.block_size;
+  switch (op.kind) {
+    case journal::WriteKind::kBookmark:
+      return cdp_->AppendBookmark(seq, ts, std::string(op.label.begin(), op.label.end()), op.flags);
+    case journal::WriteKind::kResync:
+      cdp_->NoteSeq(seq, ts);  // contents unchanged: nothing to undo
+      return Status::Ok();
+    default:
+      break;
+  }
+  // The range is locked by this write, and every earlier write to it has
+  // reached the mirror, so the mirror holds exactly the before-image.
+  uint64_t first = op.offset / bs;
+  uint64_t nblocks = op.length / bs;
+  constexpr uint64_t kPiece = 4ull << 20;  // large zero ranges in 4 MiB pieces
+  thread_local io::AlignedBuffer old;
+  for (uint64_t done = 0; done < nblocks;) {
+    uint64_t n = std::min<uint64_t>(kPiece / bs, nblocks - done);
+    old.Resize(n * bs);
+    CONTINUUM_RETURN_IF_ERROR(ReadMirror((first + done) * bs, old.span()));
+    bool last = done + n == nblocks;
+    CONTINUUM_RETURN_IF_ERROR(cdp_->AppendBefore(seq, ts, first + done, old.span(), last));
+    done += n;
+  }
+  if (nblocks == 0) cdp_->NoteSeq(seq, ts);
+  return Status::Ok();
+}
+
+Status Volume::ApplyToMirror(const Op& op) {
+  // Ordering: undo durable before the mirror changes. Concurrent writers
+  // share one fdatasync (the journal syncs what was appended before it).
+  if (cdp_) {
+    Status st = cdp_->Sync();
+    if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": sync undo journal");
+  }
+  if (IsRanged(op.kind)) {
+    std::shared_lock mirror_lock(mirror_mu_);
+    if (cdp_) cdp_->Publish();
+    if (op.kind == journal::WriteKind::kWrite) {
+      CONTINUUM_RETURN_IF_ERROR(WriteMirror(op.offset, op.data->span()));
+    } else {
+      CONTINUUM_RETURN_IF_ERROR(ZeroMirror(op.offset, op.length));
+    }
+  } else if (cdp_) {
+    std::shared_lock mirror_lock(mirror_mu_);
+    cdp_->Publish();
+  }
+  if (IsRanged(op.kind)) tracker_->Mark(op.offset, op.length);
+  return Status::Ok();
 }
 
 Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
@@ -227,54 +413,39 @@ Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
   if (offset % bs != 0 || out.size() % bs != 0) {
     uint64_t start = offset / bs * bs;
     uint64_t end = (offset + out.size() + bs - 1) / bs * bs;
-    std::vector<uint8_t> buf(end - start);
-    CONTINUUM_RETURN_IF_ERROR(Read(start, buf));
+    io::AlignedBuffer buf(end - start);
+    CONTINUUM_RETURN_IF_ERROR(ReadMirror(start, buf.span()));
     std::memcpy(out.data(), buf.data() + (offset - start), out.size());
     return Status::Ok();
   }
-  uint64_t nblocks = out.size() / bs;
-  std::vector<bool> from_queue(nblocks, false);
-  {
-    std::lock_guard lock(mu_);
-    if (CopyPendingLocked(offset, out, &from_queue) == nblocks) return Status::Ok();
-  }
-  // Invariant: a block leaves pending_blocks_ only after its mirror write
-  // completed, so a block not found there is current in the mirror.
-  uint64_t i = 0;
-  while (i < nblocks) {
-    if (from_queue[i]) {
-      ++i;
-      continue;
-    }
-    uint64_t j = i;
-    while (j < nblocks && !from_queue[j]) ++j;
-    CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset + i * bs, out.subspan(i * bs, (j - i) * bs)));
-    i = j;
-  }
-  return Status::Ok();
-}
-
-size_t Volume::CopyPendingLocked(uint64_t offset, std::span<uint8_t> out, std::vector<bool>* found) const {
-  const uint32_t bs = cfg_.block_size;
-  size_t copied = 0;
-  if (pending_blocks_.empty()) return 0;
-  for (uint64_t i = 0; i < out.size() / bs; ++i) {
-    auto it = pending_blocks_.find(offset / bs + i);
-    if (it == pending_blocks_.end()) continue;
-    if (it->second.data) {
-      std::memcpy(out.data() + i * bs, it->second.data, bs);
-    } else {
-      std::memset(out.data() + i * bs, 0, bs);
-    }
-    if (found) (*found)[i] = true;
-    ++copied;
-  }
-  return copied;
+  // A write is acknowledged only after it reached the mirror, so the mirror
+  // is current for every acknowledged write.
+  return ReadMirror(offset, out);
 }
 
 Status Volume::ReadMirror(uint64_t offset, std::span<uint8_t> out) const {
-  Status st = mirror_->PRead(offset, out, /*zero_fill_past_eof=*/true);
+  Status st;
+  if (!mirror_direct_ || io::AlignedBuffer::IsAligned(out.data(), out.size())) {
+    st = mirror_->PRead(offset, out, /*zero_fill_past_eof=*/true);
+  } else {
+    // Direct I/O needs an aligned buffer: bounce through one per thread.
+    thread_local io::AlignedBuffer bounce;
+    constexpr size_t kBounce = 1u << 20;
+    for (size_t done = 0; done < out.size() && st.ok();) {
+      size_t n = std::min(kBounce, out.size() - done);
+      bounce.Resize((n + io::AlignedBuffer::kAlign - 1) / io::AlignedBuffer::kAlign * io::AlignedBuffer::kAlign);
+      st = mirror_->PRead(offset + done, bounce.span(), true);
+      if (st.ok()) std::memcpy(out.data() + done, bounce.data(), n);
+      done += n;
+    }
+  }
   if (!st.ok()) return st.WithContext("volume " + cfg_.name);
+  return st;
+}
+
+Status Volume::WriteMirror(uint64_t offset, std::span<const uint8_t> data) {
+  Status st = mirror_->PWrite(offset, data);
+  if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": write mirror");
   return st;
 }
 
@@ -305,10 +476,12 @@ Status Volume::WriteAligned(uint64_t offset, std::span<const uint8_t> data) {
   uint64_t last = 0;
   for (uint64_t done = 0; done < data.size();) {
     uint64_t n = std::min<uint64_t>(kMaxRecordBytes, data.size() - done);
-    std::vector<uint8_t> copy(data.begin() + done, data.begin() + done + n);
-    auto seq = Admit(journal::WriteKind::kWrite, offset + done, std::move(copy), n, 0);
-    if (!seq.ok()) return seq.status();
-    last = *seq;
+    // The one copy of the data: into an aligned buffer for the direct write,
+    // shared with the replication ring.
+    auto buf = std::make_shared<io::AlignedBuffer>(n);
+    std::memcpy(buf->data(), data.data() + done, n);
+    Op op{.kind = journal::WriteKind::kWrite, .offset = offset + done, .length = n, .data = std::move(buf)};
+    CONTINUUM_ASSIGN_OR_RETURN(last, Commit(std::move(op)));
     done += n;
   }
   return WaitAck(last);
@@ -358,7 +531,7 @@ Result<uint64_t> Volume::AppendResync(const std::vector<ChangedExtent>& extents)
   for (const auto& e : extents) {
     for (uint64_t done = 0; done < e.length;) {
       uint64_t n = std::min<uint64_t>(1ull << 20, e.length - done);
-      CONTINUUM_ASSIGN_OR_RETURN(last, Admit(journal::WriteKind::kResync, e.offset + done, {}, n, 0));
+      CONTINUUM_ASSIGN_OR_RETURN(last, Commit({.kind = journal::WriteKind::kResync, .offset = e.offset + done, .length = n}));
       done += n;
     }
   }
@@ -366,16 +539,16 @@ Result<uint64_t> Volume::AppendResync(const std::vector<ChangedExtent>& extents)
 }
 
 Result<uint64_t> Volume::ReadCurrent(uint64_t offset, std::span<uint8_t> out) {
-  // Under mu_ no write can be admitted, so the contents and the seq agree:
-  // queued writes are read from the queue, the rest from the mirror.
-  std::lock_guard lock(mu_);
   const uint32_t bs = cfg_.block_size;
   if (offset % bs != 0 || out.size() % bs != 0 || offset + out.size() > cfg_.size) {
     return InvalidArgument("volume " + cfg_.name + ": unaligned resync read");
   }
+  // Holding the range, every admitted write to it has reached the mirror and
+  // no new one can start: the contents include every write up to last_seq_.
+  RangeLock range = LockRange(offset, offset + out.size());
+  uint64_t seq = LastSeq();
   CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
-  CopyPendingLocked(offset, out, nullptr);
-  return last_seq_;
+  return seq;
 }
 
 Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data) {
@@ -386,25 +559,35 @@ Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8
   }
   if (kind != journal::WriteKind::kBookmark &&
       (h.offset % cfg_.block_size != 0 || h.length % cfg_.block_size != 0 || h.offset + h.length > cfg_.size ||
-       (kind == journal::WriteKind::kWrite && data.size() != h.length))) {
+       h.length > kMaxZeroRecord || (kind == journal::WriteKind::kWrite && data.size() != h.length))) {
     return InvalidArgument("volume " + cfg_.name + ": replicated record seq " + std::to_string(h.seq) +
                            " has a bad range");
   }
-  auto seq = Admit(kind, h.offset, std::move(data), h.length, h.flags, h.seq, h.ts_ns);
-  return seq.status();
+  Op op{.kind = kind, .offset = h.offset, .length = h.length, .flags = h.flags & ~journal::kFlagNoData,
+        .given_seq = h.seq, .given_ts = h.ts_ns};
+  if (kind == journal::WriteKind::kWrite) {
+    auto buf = std::make_shared<io::AlignedBuffer>(data.size());
+    std::memcpy(buf->data(), data.data(), data.size());
+    op.data = std::move(buf);
+  } else if (kind == journal::WriteKind::kBookmark) {
+    op.label = std::move(data);
+  }
+  return Commit(std::move(op)).status();
 }
 
 Status Volume::Flush() {
   {
     std::lock_guard lock(mu_);
-    // A failed apply step must surface at the application's next fsync; a
-    // full journal (policy block) does not make earlier writes less durable.
+    // A failed volume must surface at the application's next fsync; a full
+    // journal (policy block) does not make earlier writes less durable.
     if (!apply_error_.ok()) return CheckWritable();
     ++flushes_;
   }
-  // The write log is the redo log: once it is durable, every admitted write
-  // survives a crash (recovery re-applies it).
-  Status st = wlog_->Sync();
+  // Every acknowledged write is in the mirror (its undo record already
+  // synced); make the mirror and the write log durable.
+  Status st = mirror_->DataSync();
+  if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
+  st = wlog_->Sync();
   if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": flush write log");
   return WaitAck(LastSeq());
 }
@@ -430,9 +613,7 @@ Status Volume::WriteZeroes(uint64_t offset, uint64_t length, bool fua) {
   uint64_t last = 0;
   for (uint64_t pos = start; pos < end;) {
     uint64_t n = std::min<uint64_t>(kMaxZeroRecord, end - pos);
-    auto seq = Admit(journal::WriteKind::kZero, pos, {}, n, 0);
-    if (!seq.ok()) return seq.status();
-    last = *seq;
+    CONTINUUM_ASSIGN_OR_RETURN(last, Commit({.kind = journal::WriteKind::kZero, .offset = pos, .length = n}));
     pos += n;
   }
   CONTINUUM_RETURN_IF_ERROR(WaitAck(last));
@@ -446,17 +627,18 @@ Status Volume::WriteZeroes(uint64_t offset, uint64_t length, bool fua) {
 
 Result<cdp::Point> Volume::AddBookmark(const std::string& label, uint32_t flags) {
   if (!cdp_) return FailedPrecondition("volume " + cfg_.name + " has no CDP journal");
-  std::vector<uint8_t> payload(label.begin(), label.end());
-  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq,
-                             Admit(journal::WriteKind::kBookmark, 0, std::move(payload), 0, flags));
-  CONTINUUM_RETURN_IF_ERROR(Flush());
+  Op op{.kind = journal::WriteKind::kBookmark, .label = std::vector<uint8_t>(label.begin(), label.end()),
+        .flags = flags};
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Commit(std::move(op)));
+  // Every write before the bookmark is in the mirror and durable with it.
   CONTINUUM_RETURN_IF_ERROR(WaitApplied(seq));
+  CONTINUUM_RETURN_IF_ERROR(Flush());
   return cdp_->ResolveSeq(seq);
 }
 
 Status Volume::WaitApplied(uint64_t seq) {
   std::unique_lock lock(mu_);
-  applied_cv_.wait(lock, [&] { return applied_seq_ >= seq || !apply_error_.ok() || stopping_; });
+  applied_cv_.wait(lock, [&] { return applied_seq_ >= seq || !apply_error_.ok() || closed_; });
   if (!apply_error_.ok()) return apply_error_;
   if (applied_seq_ < seq) return Unavailable("volume " + cfg_.name + " is closing");
   return Status::Ok();
@@ -473,16 +655,18 @@ Status Volume::Drain() {
 
 Status Volume::Close() {
   {
-    std::lock_guard lock(mu_);
-    if (!apply_thread_.joinable()) return Status::Ok();
+    std::unique_lock lock(mu_);
+    if (!maint_thread_.joinable()) return Status::Ok();
     stopping_ = true;
-    apply_cv_.notify_all();
     admitted_cv_.notify_all();
-    space_cv_.notify_all();
-    applied_cv_.notify_all();
+    // Writes already admitted finish their mirror step.
+    applied_cv_.wait(lock, [&] { return inflight_.empty(); });
+    maint_cv_.notify_all();
   }
-  apply_thread_.join();
+  maint_thread_.join();
   std::lock_guard lock(mu_);
+  closed_ = true;
+  applied_cv_.notify_all();
   if (!apply_error_.ok()) return apply_error_;
   return Status::Ok();
 }
@@ -505,7 +689,9 @@ VolumeStats Volume::Stats() const {
     std::lock_guard lock(mu_);
     s.last_seq = last_seq_;
     s.applied_seq = applied_seq_;
-    s.pending_bytes = pending_bytes_;
+    s.pending_bytes = ring_bytes_;
+    s.spilled_records = spilled_records_;
+    s.unbuffered_records = unbuffered_records_;
     s.writes = writes_;
     s.bytes_written = bytes_written_;
     s.flushes = flushes_;

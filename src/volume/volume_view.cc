@@ -25,10 +25,10 @@ uint32_t VolumeView::BlockSize() const { return volume_->BlockSize(); }
 
 Status VolumeView::ReadBase(uint64_t block, uint64_t count, uint8_t* out) {
   const uint32_t bs = volume_->BlockSize();
-  // Shared lock: the apply step updates the map before it changes the mirror,
-  // under the exclusive lock, so a block missing from the map is unchanged
-  // in the mirror while we read it.
-  std::shared_lock lock(volume_->mirror_mu_);
+  // Exclusive: writers update the map before they change the mirror, under
+  // the shared lock, so a block missing from the map is unchanged in the
+  // mirror while we read it.
+  std::unique_lock lock(volume_->mirror_mu_);
   uint64_t i = 0;
   while (i < count) {
     auto it = map_->blocks.find(block + i);
@@ -100,7 +100,7 @@ Status VolumeView::WriteZeroes(uint64_t offset, uint64_t length, bool fua) {
 }
 
 std::vector<uint64_t> VolumeView::ChangedBlocks() const {
-  std::shared_lock lock(volume_->mirror_mu_);
+  std::unique_lock lock(volume_->mirror_mu_);
   std::vector<uint64_t> out;
   out.reserve(map_->blocks.size());
   for (const auto& [b, loc] : map_->blocks) out.push_back(b);

@@ -57,11 +57,12 @@ struct CdpEvent {
 // appended here (copy-on-write reverse increment). A view at point P is the
 // mirror overlaid, block by block, by the oldest undo record newer than P.
 //
-// Thread-safety: the Append*/Sync/Publish/EnforceRetention calls come from the
-// volume's single apply thread. Query calls (Oldest, Latest, Resolve*,
+// Thread-safety: Append* and EnforceRetention are serialized by the volume
+// (its admission lock); Sync and Publish may come from any writer thread. Query calls (Oldest, Latest, Resolve*,
 // Bookmarks, OpenViewMap) may come from any thread; they take mu_.
-// OpenViewMap/Publish must be called with the volume's mirror lock held
-// exclusively so a view never sees the mirror ahead of its map.
+// Publish runs under the volume's mirror lock held shared (writers), view
+// reads and OpenViewMap under it exclusively, so a view never sees the mirror
+// ahead of its map.
 class CdpStore {
  public:
   struct Options {
@@ -86,7 +87,7 @@ class CdpStore {
   // Makes the appended records durable. Must precede the mirror writes.
   Status Sync();
   // Adds the records appended since the last Publish to the index and to
-  // every open view map. REQUIRES: mirror lock held exclusively.
+  // every open view map. REQUIRES: mirror lock held (shared is enough).
   void Publish();
 
   // Trims by retention and size. Returns events for the operator.

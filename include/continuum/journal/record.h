@@ -31,7 +31,8 @@ inline constexpr uint32_t kMaxPayload = 16u << 20;
 
 // Write-log kinds (the ordered write stream).
 enum class WriteKind : uint16_t {
-  kWrite = 1,     // payload = new data for [offset, offset+length)
+  kWrite = 1,     // payload = new data for [offset, offset+length), or with
+                  // kFlagNoData only the data's checksum
   kZero = 2,      // trim / write-zeroes: range reads as zeros; no payload
   kBookmark = 3,  // payload = label (UTF-8); offset/length unused
   kResync = 4,    // no payload: replication targets get the range's current
@@ -49,6 +50,9 @@ inline constexpr uint32_t kFlagEndOfSeq = 1u << 0;      // last undo record of i
 inline constexpr uint32_t kFlagConsistent = 1u << 1;    // application-consistent bookmark
 inline constexpr uint32_t kFlagRollbackMark = 1u << 2;  // bookmark written by a rollback
 inline constexpr uint32_t kFlagResyncData = 1u << 3;    // replicated write carrying resync data
+// Write-log kWrite record without the data: payload = the 8-byte XXH3-64 of
+// the data (little-endian); the data is in the mirror (and the replication ring).
+inline constexpr uint32_t kFlagNoData = 1u << 4;
 
 // Fills the checksums of `h` for `payload`.
 void SealHeader(RecordHeader* h, std::span<const uint8_t> payload);

@@ -10,11 +10,14 @@
 #include <shared_mutex>
 #include <string>
 #include <thread>
-#include <unordered_map>
+#include <map>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "continuum/cdp/cdp_store.h"
 #include "continuum/common/result.h"
+#include "continuum/io/aligned_buffer.h"
 #include "continuum/io/block_target.h"
 #include "continuum/io/file.h"
 #include "continuum/journal/segment_log.h"
@@ -43,7 +46,11 @@ struct VolumeConfig {
   uint64_t journal_bytes = 1ull << 30;
   int64_t retention_ns = 0;
   cdp::FullPolicy full_policy = cdp::FullPolicy::kTrim;
-  uint64_t cache_bytes = 128ull << 20;  // memory for admitted, not yet applied writes
+  // Replication write cache: new data kept in memory for targets that have
+  // not acknowledged it yet (the ring), then in the write log (the file
+  // cache); past both, targets resync the ranges from the mirror.
+  uint64_t cache_bytes = 128ull << 20;
+  uint64_t spill_bytes = 4ull << 30;
   int64_t created_ts_ns = 0;
 };
 
@@ -52,8 +59,10 @@ using EventSink = std::function<void(const std::string& kind, const std::string&
 
 struct VolumeStats {
   uint64_t last_seq = 0;     // newest admitted write
-  uint64_t applied_seq = 0;  // newest write in the mirror (and undo journal)
-  uint64_t pending_bytes = 0;
+  uint64_t applied_seq = 0;  // every write up to here is in the mirror (and undo journal)
+  uint64_t pending_bytes = 0;  // replication ring: data not yet acknowledged by every target
+  uint64_t spilled_records = 0;   // writes whose data went to the write log (ring full)
+  uint64_t unbuffered_records = 0;  // writes past ring and file cache (targets resync them)
   uint64_t writes = 0;
   uint64_t bytes_written = 0;
   uint64_t flushes = 0;
@@ -66,18 +75,23 @@ struct VolumeStats {
 };
 
 // A protected volume: the write pipeline behind its block device
-// (docs/adr/0002-write-pipeline.md).
+// (docs/adr/0002-write-pipeline.md, "direct mirror" design).
 //
-//   Write -> seq + timestamp + checksum -> write log (redo, fsync on Flush)
-//         -> memory queue (reads see it) -> apply thread:
-//            sync write log, read old range, append undo, sync undo,
-//            write mirror, mark changed-block bitmaps, checkpoint.
+//   Write (caller's thread) -> range lock -> [append_mu_: seq + timestamp,
+//         CDP before-image (read old, append undo), write-log record with the
+//         data's checksum] -> undo durable (group commit) -> publish to views
+//         -> O_DIRECT write to the mirror -> changed-block bitmaps.
 //
-// A Flush costs one sequential fdatasync of the write log. After a crash,
-// Open() replays the write log past the last checkpoint.
+// Data is written once, directly to the mirror; the write log records
+// metadata (seq, time, range, checksum) in seq order. Replication targets get
+// the data from a memory ring, or from the write log when the ring is full
+// (spill), or — past both — as a resync of the range from the mirror.
+// A Flush syncs the mirror and the write log. After a crash, Open() replays
+// write-log records that carry data and re-marks the bitmaps for the rest.
 // Thread-safety: BlockTarget calls, bookmarks and views may come from any
-// thread. mu_ guards the admission state; mirror_mu_ orders mirror writes
-// against view reads.
+// thread. mu_ guards the admission state; overlapping writes are serialized
+// by range locks; mirror_mu_ is held shared by writers around publish+write
+// and exclusively by view reads, so a view never sees the mirror ahead of its map.
 class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volume> {
  public:
   static Result<std::shared_ptr<Volume>> Open(const VolumeConfig& cfg, const std::string& dir,
@@ -135,75 +149,114 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
 
  private:
   friend class VolumeView;
-  struct Record {
-    uint64_t seq;
-    int64_t ts_ns;
+  // One write-stream operation on its way through Commit().
+  struct Op {
     journal::WriteKind kind;
-    uint64_t offset;
-    uint64_t length;
-    std::vector<uint8_t> data;  // new data (kWrite) or label (kBookmark)
-    uint32_t flags;
+    uint64_t offset = 0;
+    uint64_t length = 0;
+    std::shared_ptr<const io::AlignedBuffer> data;  // kWrite
+    std::vector<uint8_t> label;                     // kBookmark
+    uint32_t flags = 0;
+    uint64_t given_seq = 0;  // replica: the source's seq and time
+    int64_t given_ts = 0;
   };
-  struct PendingBlock {
-    uint64_t seq;
-    const uint8_t* data;  // nullptr = zeros; points into a queued Record
+  // A range of the volume being written; released by the destructor.
+  class RangeLock {
+   public:
+    RangeLock() = default;
+    RangeLock(Volume* v, uint64_t id) : v_(v), id_(id) {}
+    RangeLock(RangeLock&& o) noexcept : v_(o.v_), id_(o.id_) { o.v_ = nullptr; }
+    RangeLock& operator=(RangeLock&& o) noexcept {
+      std::swap(v_, o.v_);
+      std::swap(id_, o.id_);
+      return *this;
+    }
+    ~RangeLock();
+
+   private:
+    Volume* v_ = nullptr;
+    uint64_t id_ = 0;
+  };
+  struct LockedRange {
+    uint64_t id, begin, end;
+  };
+  // A write-log record found past the checkpoint at Open.
+  struct ReplayRecord {
+    journal::RecordHeader header;
+    journal::RecordLocation loc;
   };
 
   Volume(VolumeConfig cfg, std::string dir, EventSink events)
       : cfg_(std::move(cfg)), dir_(std::move(dir)), events_(std::move(events)) {}
   Status Recover();
-  Result<uint64_t> Admit(journal::WriteKind kind, uint64_t offset, std::vector<uint8_t> data,
-                         uint64_t length, uint32_t flags, uint64_t given_seq = 0, int64_t given_ts = 0);
+  Status OpenMirror();
+  Status Replay(const std::vector<ReplayRecord>& records, uint64_t undo_latest);
+  RangeLock LockRange(uint64_t begin, uint64_t end);
+  // Runs one operation through the pipeline; returns its seq.
+  Result<uint64_t> Commit(Op op);
+  Status CaptureBefore(const Op& op, uint64_t seq, int64_t ts);
+  Status ApplyToMirror(const Op& op);
+  void Complete(uint64_t seq);
+  Status Fail(const Status& st);
   Status WaitAck(uint64_t seq);
   Status WriteAligned(uint64_t offset, std::span<const uint8_t> data);
   Status ReadMirror(uint64_t offset, std::span<uint8_t> out) const;
-  // Copies the queued (not yet applied) blocks of an aligned range into
-  // `out`, marking them in `found` when given; returns how many. REQUIRES: mu_.
-  size_t CopyPendingLocked(uint64_t offset, std::span<uint8_t> out, std::vector<bool>* found) const;
+  Status WriteMirror(uint64_t offset, std::span<const uint8_t> data);
   Status ZeroMirror(uint64_t offset, uint64_t length);
-  void ApplyLoop();
-  Status ApplyBatch(std::vector<Record*>& batch);
+  bool HasCursorsLocked();
+  void PurgeRingLocked();
+  void MaintenanceLoop();
   Status Checkpoint();
   Status TrimWriteLog(uint64_t applied);
   Status CheckWritable() const;
   Status WaitApplied(uint64_t seq);
   void Emit(const std::string& kind, const std::string& message);
 
+ public:
+  // --- replication source: the data of a metadata-only write-log record,
+  // or nullptr when it left the ring (the target then resyncs the range).
+  std::shared_ptr<const io::AlignedBuffer> RingData(uint64_t seq) const;
+
+ private:
   VolumeConfig cfg_;
   std::string dir_;
   EventSink events_;
   std::unique_ptr<io::File> mirror_;
   bool mirror_is_blockdev_ = false;
+  bool mirror_direct_ = false;  // opened with O_DIRECT (not on tmpfs and the like)
   std::unique_ptr<journal::SegmentLog> wlog_;
   std::unique_ptr<cdp::CdpStore> cdp_;
   std::unique_ptr<ChangeTracker> tracker_;
 
   mutable std::mutex mu_;
-  std::condition_variable apply_cv_;   // queue has work / stop
-  std::condition_variable space_cv_;   // cache space freed
-  std::condition_variable applied_cv_; // applied_seq_ advanced
+  std::condition_variable range_cv_;    // a range lock was released
+  std::condition_variable applied_cv_;  // applied_seq_ advanced
   std::condition_variable admitted_cv_; // last_seq_ advanced
-  std::deque<std::unique_ptr<Record>> queue_;                  // GUARDED_BY(mu_)
-  std::unordered_map<uint64_t, PendingBlock> pending_blocks_;  // GUARDED_BY(mu_)
-  uint64_t pending_bytes_ = 0;                                 // GUARDED_BY(mu_)
-  uint64_t last_seq_ = 0;                                      // GUARDED_BY(mu_)
-  int64_t last_ts_ns_ = 0;                                     // GUARDED_BY(mu_)
-  uint64_t applied_seq_ = 0;                                   // GUARDED_BY(mu_)
-  uint64_t checkpoint_seq_ = 0;                                // apply thread
-  uint64_t skip_undo_through_ = 0;                             // apply thread (recovery)
-  int64_t last_checkpoint_ns_ = 0;                             // apply thread
-  bool trim_memory_ = false;                                   // apply thread
-  bool stopping_ = false;                                      // GUARDED_BY(mu_)
-  bool checkpoint_requested_ = false;                          // GUARDED_BY(mu_)
-  Status apply_error_;                                         // GUARDED_BY(mu_)
+  std::condition_variable maint_cv_;    // stop / checkpoint wanted
+  std::vector<LockedRange> ranges_;     // GUARDED_BY(mu_)
+  uint64_t next_range_id_ = 1;          // GUARDED_BY(mu_)
+  std::set<uint64_t> inflight_;         // GUARDED_BY(mu_): admitted, not yet in the mirror
+  std::map<uint64_t, std::shared_ptr<const io::AlignedBuffer>> ring_;  // GUARDED_BY(mu_)
+  uint64_t ring_bytes_ = 0;             // GUARDED_BY(mu_)
+  uint64_t spilled_records_ = 0, unbuffered_records_ = 0;  // GUARDED_BY(mu_)
+  uint64_t last_seq_ = 0;               // GUARDED_BY(mu_)
+  int64_t last_ts_ns_ = 0;              // GUARDED_BY(mu_)
+  uint64_t applied_seq_ = 0;            // GUARDED_BY(mu_)
+  uint64_t checkpoint_seq_ = 0;         // maintenance thread
+  int64_t last_checkpoint_ns_ = 0;      // maintenance thread
+  bool trim_memory_ = false;            // maintenance thread
+  uint64_t writes_at_last_checkpoint_ = 0;  // maintenance thread
+  bool stopping_ = false;               // GUARDED_BY(mu_)
+  bool closed_ = false;                 // GUARDED_BY(mu_)
+  Status apply_error_;                  // GUARDED_BY(mu_): the volume is failed
   Status admit_error_;  // GUARDED_BY(mu_): last write-log failure, cleared by a good append
   uint64_t writes_ = 0, bytes_written_ = 0, flushes_ = 0;     // GUARDED_BY(mu_)
   std::vector<std::weak_ptr<StreamCursor>> cursors_;           // GUARDED_BY(mu_)
   std::shared_ptr<AckWaiter> ack_waiter_;                      // GUARDED_BY(mu_)
   std::mutex rmw_mu_;     // serializes unaligned read-modify-write
-  std::mutex append_mu_;  // serializes admissions (write-log order == seq order); taken before mu_
+  std::mutex append_mu_;  // serializes admissions (write-log and undo order == seq order); taken before mu_
   mutable std::shared_mutex mirror_mu_;
-  std::thread apply_thread_;
+  std::thread maint_thread_;
 };
 
 }  // namespace continuum::volume
