@@ -54,6 +54,9 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
     if (auto v = (*d)["cache_size"].value<std::string>()) {
       CONTINUUM_ASSIGN_OR_RETURN(mopts->default_cache_bytes, ParseSize(*v));
     }
+    if (auto v = (*d)["file_cache_size"].value<std::string>()) {
+      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_spill_bytes, ParseSize(*v));
+    }
   }
   if (auto h = tbl["hooks"].as_table()) {
     for (auto& [vol, val] : *h) {

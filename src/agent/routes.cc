@@ -101,8 +101,10 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     auto policy = Field<std::string>(*b, "on_full", "");
     auto cdp = Field<bool>(*b, "cdp", true);
     auto cache = Field<uint64_t>(*b, "cache_size", 0);
+    auto file_cache = Field<uint64_t>(*b, "file_cache_size", 0);
     for (const Status* s : {&name.status(), &backing.status(), &size.status(), &journal.status(),
-                            &retention.status(), &policy.status(), &cdp.status(), &cache.status()}) {
+                            &retention.status(), &policy.status(), &cdp.status(), &cache.status(),
+                            &file_cache.status()}) {
       if (!s->ok()) return ErrorResponse(*s);
     }
     c.name = *name;
@@ -113,6 +115,7 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     c.full_policy = *policy;
     c.cdp = *cdp;
     c.cache_bytes = *cache;
+    c.spill_bytes = *file_cache;
     return Reply(m->Create(c), 201);
   });
   r->Get("/v1/volumes/{name}", [m](const Request& req) { return Reply(m->Describe(req.path_params.at("name"))); });

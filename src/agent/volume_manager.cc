@@ -134,6 +134,7 @@ Status VolumeManager::LoadAll() {
       m->cfg.retention_ns = j.at("retention_ns").get<int64_t>();
       m->cfg.full_policy = j.value("full_policy", "trim") == "block" ? cdp::FullPolicy::kBlock : cdp::FullPolicy::kTrim;
       m->cfg.cache_bytes = j.value("cache_bytes", opts_.default_cache_bytes);
+      m->cfg.spill_bytes = j.value("spill_bytes", opts_.default_spill_bytes);
       m->cfg.created_ts_ns = j.at("created_ts_ns").get<int64_t>();
       m->desired_up = j.value("desired_up", false);
       m->next_schedule_id = j.value("next_schedule_id", 1ull);
@@ -211,6 +212,7 @@ Status VolumeManager::SaveRecord(const Managed& m) {
                    {"retention_ns", m.cfg.retention_ns},
                    {"full_policy", FullPolicyName(m.cfg.full_policy)},
                    {"cache_bytes", m.cfg.cache_bytes},
+                   {"spill_bytes", m.cfg.spill_bytes},
                    {"created_ts_ns", m.cfg.created_ts_ns},
                    {"desired_up", m.desired_up},
                    {"schedules", schedules},
@@ -308,6 +310,7 @@ Result<nlohmann::json> VolumeManager::CreateInternal(const CreateVolumeRequest& 
   }
   m->cfg.full_policy = req.full_policy == "block" ? cdp::FullPolicy::kBlock : cdp::FullPolicy::kTrim;
   m->cfg.cache_bytes = req.cache_bytes ? req.cache_bytes : opts_.default_cache_bytes;
+  m->cfg.spill_bytes = req.spill_bytes ? req.spill_bytes : opts_.default_spill_bytes;
   m->cfg.created_ts_ns = WallNowNs();
   if (m->cfg.cdp && m->cfg.journal_bytes < (8ull << 20)) {
     return InvalidArgument("--journal-size must be at least 8M");
@@ -432,6 +435,7 @@ Result<nlohmann::json> VolumeManager::Describe(const std::string& name) {
                    {"retention_ns", m->cfg.retention_ns},
                    {"on_full", FullPolicyName(m->cfg.full_policy)},
                    {"cache_size", m->cfg.cache_bytes},
+                   {"file_cache_size", m->cfg.spill_bytes},
                    {"created", FormatRfc3339(m->cfg.created_ts_ns)},
                    {"up", m->loop != nullptr},
                    {"device", m->device.empty() ? nlohmann::json(nullptr) : nlohmann::json(m->device)},
@@ -447,6 +451,8 @@ Result<nlohmann::json> VolumeManager::Describe(const std::string& name) {
   j["last_seq"] = s.last_seq;
   j["applied_seq"] = s.applied_seq;
   j["pending_bytes"] = s.pending_bytes;
+  j["spilled_records"] = s.spilled_records;
+  j["unbuffered_records"] = s.unbuffered_records;
   j["writes"] = s.writes;
   j["bytes_written"] = s.bytes_written;
   j["flushes"] = s.flushes;

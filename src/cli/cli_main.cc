@@ -159,7 +159,7 @@ int CliMain(int argc, char** argv) {
   // --- volume ---
   auto* vol = app.add_subcommand("volume", "protected volumes")->require_subcommand(1);
   struct {
-    std::string name, backing, size, journal, retention, on_full, cache, nbd, to, at;
+    std::string name, backing, size, journal, retention, on_full, cache, file_cache, nbd, to, at;
     bool no_cdp = false, force = false;
   } v;
   auto* create = vol->add_subcommand("create", "create a protected volume on a block device or file");
@@ -169,12 +169,16 @@ int CliMain(int argc, char** argv) {
   create->add_option("--journal-size", v.journal, "CDP journal size limit (default 1G)");
   create->add_option("--retention", v.retention, "how long points are kept (s/m/h/d, default 7d)");
   create->add_option("--on-full", v.on_full, "when the journal is full inside retention: trim (default) or block");
-  create->add_option("--cache-size", v.cache, "memory for writes not yet applied (default 128M)");
+  create->add_option("--cache-size", v.cache,
+                     "replication write cache in memory: writes not yet acknowledged by every target (default 128M)");
+  create->add_option("--file-cache-size", v.file_cache,
+                     "replication write cache on disk, used when the memory one is full (default 4G)");
   create->add_flag("--no-cdp", v.no_cdp, "capture only: no undo journal (no rollback or views)");
   create->callback([&] {
     action = [&] {
       nlohmann::json body{{"name", v.name}, {"backing", v.backing}, {"cdp", !v.no_cdp}};
-      for (auto [text, key] : {std::pair{&v.size, "size"}, {&v.journal, "journal_size"}, {&v.cache, "cache_size"}}) {
+      for (auto [text, key] : {std::pair{&v.size, "size"}, {&v.journal, "journal_size"}, {&v.cache, "cache_size"},
+                                {&v.file_cache, "file_cache_size"}}) {
         if (text->empty()) continue;
         auto n = ParseSize(*text);
         if (!n.ok()) return PrintError(n.status(), g.json, "");

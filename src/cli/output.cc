@@ -72,7 +72,7 @@ void PrintVolumeDetail(const nlohmann::json& v) {
     std::printf("journal:       off (capture only)\n");
   }
   if (v.contains("writes")) {
-    std::printf("writes:        %s (%s), flushes %s, pending %s\n", Str(v, "writes").c_str(),
+    std::printf("writes:        %s (%s), flushes %s, write cache %s\n", Str(v, "writes").c_str(),
                 FormatSize(v["bytes_written"].get<uint64_t>()).c_str(), Str(v, "flushes").c_str(),
                 FormatSize(v["pending_bytes"].get<uint64_t>()).c_str());
   }

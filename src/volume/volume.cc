@@ -369,7 +369,7 @@ Status Volume::CaptureBefore(const Op& op, uint64_t seq, int64_t ts) {
   uint64_t first = op.offset / bs;
   uint64_t nblocks = op.length / bs;
   constexpr uint64_t kPiece = 4ull << 20;  // large zero ranges in 4 MiB pieces
-  thread_local io::AlignedBuffer old;
+  io::AlignedBuffer& old = before_buf_;  // guarded by append_mu_ (one capture at a time)
   for (uint64_t done = 0; done < nblocks;) {
     uint64_t n = std::min<uint64_t>(kPiece / bs, nblocks - done);
     old.Resize(n * bs);

@@ -29,7 +29,8 @@ struct CreateVolumeRequest {
   int64_t retention_ns = -1;   // -1 = default
   std::string full_policy;     // "" = default ("trim")
   bool cdp = true;
-  uint64_t cache_bytes = 0;
+  uint64_t cache_bytes = 0;  // replication memory ring; 0 = default
+  uint64_t spill_bytes = 0;  // replication file cache (write log); 0 = default
 };
 
 struct Schedule {
@@ -50,6 +51,7 @@ struct ManagerOptions {
   uint64_t default_journal_bytes = 1ull << 30;
   int64_t default_retention_ns = 7ll * 86400 * 1'000'000'000;
   uint64_t default_cache_bytes = 128ull << 20;
+  uint64_t default_spill_bytes = 4ull << 30;
   std::map<std::string, Hooks> hooks;  // per volume, from the agent config
 };
 

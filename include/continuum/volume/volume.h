@@ -255,6 +255,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   std::shared_ptr<AckWaiter> ack_waiter_;                      // GUARDED_BY(mu_)
   std::mutex rmw_mu_;     // serializes unaligned read-modify-write
   std::mutex append_mu_;  // serializes admissions (write-log and undo order == seq order); taken before mu_
+  io::AlignedBuffer before_buf_;  // GUARDED_BY(append_mu_): before-images being captured
   mutable std::shared_mutex mirror_mu_;
   std::thread maint_thread_;
 };
