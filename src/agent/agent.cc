@@ -125,7 +125,8 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
     return 1;
   }
   net::TlsOptions tls{.pki_dir = opts.pki_dir, .name = opts.name, .insecure = opts.insecure};
-  if (!opts.insecure && (opts.pki_dir.empty() || opts.name.empty()) && (opts.server || !opts.pki_dir.empty())) {
+  bool listens = !opts.listen.empty();  // a server, or a standby agent that is a replication target
+  if (!opts.insecure && (opts.pki_dir.empty() || opts.name.empty()) && (listens || !opts.pki_dir.empty())) {
     std::fprintf(stderr, "error: replication needs --pki DIR and --name NAME (or --insecure for plaintext)\n");
     (*manager)->Shutdown();
     return 2;
@@ -134,7 +135,7 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
   ReplicationManager replication(manager->get(), tls, name);
   ServerReplicaProvider provider(manager->get());
   std::unique_ptr<replication::Receiver> receiver;
-  if (opts.server) {
+  if (listens) {
     auto listener = net::Listener::Listen(opts.listen, tls);
     if (!listener.ok()) {
       std::fprintf(stderr, "error: %s\n", listener.status().message().c_str());

@@ -85,6 +85,8 @@ int CliMain(int argc, char** argv) {
   agent_cmd->add_option("--pki", aopts.pki_dir, "PKI directory with ca.crt and NAME.crt/.key (for replication)");
   agent_cmd->add_option("--name", aopts.name, "this host's name (its certificate's name)");
   agent_cmd->add_flag("--insecure", aopts.insecure, "replicate in plaintext without certificates");
+  agent_cmd->add_option("--listen", aopts.listen,
+                        "HOST:PORT to accept replication streams: a standby agent that keeps replicas");
   agent_cmd->callback([&] {
     action = [&, sd, ctl] { return agent::RunAgent(aopts, sd->count() > 0, ctl->count() > 0); };
   });

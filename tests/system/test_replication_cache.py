@@ -41,3 +41,30 @@ def test_target_outage_longer_than_both_caches_ends_in_a_resync(sites):
     assert replica_image(dr, "after-outage") == read_dev(dev)
     kinds = [e["kind"] for e in src.cli("events", "--volume", "vol", json_out=True)]
     assert "resync_started" in kinds and "resync_done" in kinds, kinds
+
+
+def test_standby_agent_is_a_replication_target(sites):
+    """A second agent with --listen keeps the replica (pre-configured standby):
+    it lists it, serves views of it, and still runs its own volumes."""
+    net, src, standby, _ = sites
+    start(standby)                     # an agent, not a server
+    start(src)
+    assert standby.cli("volume", "status", json_out=True) == []
+    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
+    dev = src.cli("volume", "up", "vol").stdout.strip()
+    with open(dev, "r+b", buffering=0) as f:
+        f.write(os.urandom(4 << 20))
+        os.fsync(f.fileno())
+    src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700", "--mode", "sync")
+    wait_caught_up(src)
+    src.cli("bookmark", "add", "vol", "b1")
+    wait_caught_up(src)
+    reps = standby.cli("replica", "list", json_out=True)
+    assert [r["name"] for r in reps] == ["prod1.vol"], reps
+    assert replica_image(standby, "b1") == read_dev(dev)
+    # The standby's own volumes work next to the replica.
+    standby.cli("volume", "create", "own", "--backing", str(standby.root / "own.img"), "--size", "16M")
+    own = standby.cli("volume", "up", "own").stdout.strip()
+    assert own.startswith("/dev/loop")
+    r = standby.cli("volume", "up", "prod1.vol", check=False)
+    assert r.returncode == 1 and "is a replica" in r.stderr
