@@ -124,6 +124,12 @@ Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, 
   CONTINUUM_ASSIGN_OR_RETURN(uint64_t bandwidth, replication::ParseRate(req.bandwidth));
   if (to.find(':') == std::string::npos) return InvalidArgument("--to must be HOST:PORT, got '" + to + "'");
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(volume));
+  if (auto d = volumes_->Describe(volume); d.ok() && d->contains("replica")) {
+    // A replica's stream numbers are its source's: a resync started here
+    // would take seqs the source has yet to send.
+    return FailedPrecondition("volume " + volume + " is a replica; forwarding a replica onward (cascade) is "
+                              "not supported yet: replicate the source volume to each site instead");
+  }
   {
     std::lock_guard lock(mu_);
     for (auto& s : senders_[volume]) {
