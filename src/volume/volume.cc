@@ -235,6 +235,14 @@ std::shared_ptr<const io::AlignedBuffer> Volume::RingData(uint64_t seq) const {
 Result<uint64_t> Volume::Commit(Op op) {
   RangeLock range;
   if (IsRanged(op.kind)) range = LockRange(op.offset, op.offset + op.length);
+  // The before-image of a data write is read outside the admission lock, so
+  // writers overlap their reads: the range lock keeps it stable, and every
+  // earlier write to the range has reached the mirror.
+  io::AlignedBuffer before;
+  if (cdp_ && op.kind == journal::WriteKind::kWrite && op.given_seq == 0) {
+    before.Resize(op.length);
+    CONTINUUM_RETURN_IF_ERROR(ReadMirror(op.offset, before.span()));
+  }
   uint64_t seq;
   int64_t ts;
   {
@@ -261,7 +269,9 @@ Result<uint64_t> Volume::Commit(Op op) {
     // write; a failure here leaves the journal in an unknown state for this
     // seq, so the volume fails (restart recovers it).
     if (cdp_) {
-      Status st = CaptureBefore(op, seq, ts);
+      Status st = before.size() > 0
+                      ? cdp_->AppendBefore(seq, ts, op.offset / cfg_.block_size, before.span(), true)
+                      : CaptureBefore(op, seq, ts);
       if (!st.ok()) return Fail(st);
     }
     journal::RecordHeader h;
