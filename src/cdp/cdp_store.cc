@@ -51,6 +51,8 @@ Result<std::unique_ptr<CdpStore>> CdpStore::Open(const Options& opts) {
       .magic = journal::kUndoMagic,
       .segment_bytes = std::clamp<uint64_t>(opts.journal_bytes / 8, 1ull << 20, 64ull << 20),
       .tolerate_damage = true,
+      // Before-images of large writes skip the page cache (ADR 0005).
+      .direct_payload_bytes = 64 * 1024,
   };
   auto visit = [&](const journal::RecordHeader& h, const journal::RecordLocation& loc) -> Status {
     if (!partial.empty() && partial.back().seq != h.seq) partial.clear();

@@ -45,7 +45,7 @@ Result<std::optional<OwnedRecord>> LogReader::Next() {
                       " fails its checksum");
     }
     pos_ += sizeof(rec.header) + rec.payload.size();
-    if (rec.header.seq <= last_seq_) continue;
+    if (rec.header.kind == kPadKind || rec.header.seq <= last_seq_) continue;
     last_seq_ = rec.header.seq;
     return std::optional<OwnedRecord>(std::move(rec));
   }

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "continuum/common/log.h"
+#include "continuum/io/aligned_buffer.h"
 
 namespace continuum::journal {
 namespace {
@@ -75,6 +76,10 @@ Status SegmentLog::ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last
     CONTINUUM_RETURN_IF_ERROR(seg->file->PRead(pos, {reinterpret_cast<uint8_t*>(&h), sizeof(h)}));
     if (!HeaderValid(h, opts_.magic)) break;
     if (pos + sizeof(h) + h.payload_len > size) break;
+    if (h.kind == kPadKind) {
+      pos += sizeof(h) + h.payload_len;  // filler before or after a direct write
+      continue;
+    }
     if (verify) {
       payload.resize(h.payload_len);
       CONTINUUM_RETURN_IF_ERROR(seg->file->PRead(pos + sizeof(h), payload));
@@ -138,6 +143,23 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     CONTINUUM_RETURN_IF_ERROR(StartSegmentLocked(h.seq));
   }
   auto& seg = segments_.rbegin()->second;
+  if (opts_.direct_payload_bytes > 0 && payload.size() >= opts_.direct_payload_bytes && !direct_failed_) {
+    uint64_t rec_offset = 0, written = 0;
+    bool unsupported = false;
+    Status st = AppendDirectLocked(seg.get(), h, payload, &rec_offset, &written, &unsupported);
+    if (st.ok()) {
+      RecordLocation loc{seg, rec_offset + sizeof(h)};
+      seg->bytes += written;
+      seg->last_seq = h.seq;
+      seg->last_ts_ns = h.ts_ns;
+      total_bytes_ += written;
+      if (h.seq > last_seq_) last_seq_ = h.seq;
+      dirty_ = true;
+      return loc;
+    }
+    if (!unsupported) return st;
+    direct_failed_ = true;  // no O_DIRECT here (tmpfs): buffered from now on
+  }
   // One pwrite for header + payload keeps a record contiguous in the page cache.
   // Header and payload in one pwritev: no copy of the payload here.
   Status st;
@@ -167,6 +189,69 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
   if (h.seq > last_seq_) last_seq_ = h.seq;
   dirty_ = true;
   return loc;
+}
+
+namespace {
+
+// A pad record of exactly `bytes` (>= sizeof(RecordHeader)) at `out`.
+void FillPad(uint8_t* out, uint64_t bytes, uint32_t magic, uint64_t seq, int64_t ts_ns) {
+  RecordHeader pad;
+  pad.magic = magic;
+  pad.version = kRecordVersion;
+  pad.kind = kPadKind;
+  pad.seq = seq;
+  pad.ts_ns = ts_ns;
+  pad.payload_len = static_cast<uint32_t>(bytes - sizeof(RecordHeader));
+  std::memset(out + sizeof(pad), 0, pad.payload_len);
+  SealHeader(&pad, {out + sizeof(pad), pad.payload_len});
+  std::memcpy(out, &pad, sizeof(pad));
+}
+
+// Bytes of a pad that moves `pos` to a 4 KiB boundary (0 when aligned; at
+// least one header otherwise).
+uint64_t PadTo4K(uint64_t pos) {
+  constexpr uint64_t kA = io::AlignedBuffer::kAlign;
+  uint64_t gap = (kA - pos % kA) % kA;
+  if (gap != 0 && gap < sizeof(RecordHeader)) gap += kA;
+  return gap;
+}
+
+}  // namespace
+
+Status SegmentLog::AppendDirectLocked(Segment* seg, const RecordHeader& h, std::span<const uint8_t> payload,
+                                      uint64_t* rec_offset, uint64_t* rec_bytes, bool* unsupported) {
+  if (!seg->direct) {
+    auto f = io::File::Open(seg->file->path(), O_WRONLY | O_DIRECT);
+    if (!f.ok()) {
+      *unsupported = true;
+      return f.status();
+    }
+    seg->direct = std::move(f).value();
+  }
+  // Lead pad (buffered, small) up to the boundary.
+  uint64_t lead = PadTo4K(seg->bytes);
+  if (lead > 0) {
+    std::vector<uint8_t> pad(lead);
+    FillPad(pad.data(), lead, opts_.magic, h.seq, h.ts_ns);
+    CONTINUUM_RETURN_IF_ERROR(seg->file->PWrite(seg->bytes, pad));
+  }
+  uint64_t start = seg->bytes + lead;
+  uint64_t body = sizeof(h) + payload.size();
+  uint64_t tail = PadTo4K(body);
+  thread_local io::AlignedBuffer buf;
+  buf.Resize(body + tail);
+  std::memcpy(buf.data(), &h, sizeof(h));
+  std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());
+  if (tail > 0) FillPad(buf.data() + body, tail, opts_.magic, h.seq, h.ts_ns);
+  Status st = seg->direct->PWrite(start, buf.span());
+  if (!st.ok()) {
+    // Some file systems accept O_DIRECT at open and refuse the write.
+    if (st.sys_errno() == EINVAL) *unsupported = true;
+    return st;
+  }
+  *rec_offset = start;
+  *rec_bytes = lead + body + tail;
+  return Status::Ok();
 }
 
 Status SegmentLog::Sync() {

@@ -39,6 +39,10 @@ enum class WriteKind : uint16_t {
                   // contents (initial sync, resync); the local apply skips it
 };
 
+// Any log: filler that aligns the next record to 4 KiB for a direct write;
+// payload = zeros. Readers skip it (it names no seq).
+inline constexpr uint16_t kPadKind = 0xFFFF;
+
 // Undo-journal kinds (before-images).
 enum class UndoKind : uint16_t {
   kOldData = 1,   // payload = contents of the range before write `seq`
