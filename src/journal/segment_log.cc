@@ -143,20 +143,22 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     CONTINUUM_RETURN_IF_ERROR(StartSegmentLocked(h.seq));
   }
   auto& seg = segments_.rbegin()->second;
+  // Bookkeeping once `written` bytes holding the record at `at` are in place.
+  auto appended = [&](uint64_t at, uint64_t written) {
+    RecordLocation loc{seg, at + sizeof(h)};
+    seg->bytes += written;
+    seg->last_seq = h.seq;
+    seg->last_ts_ns = h.ts_ns;
+    total_bytes_ += written;
+    if (h.seq > last_seq_) last_seq_ = h.seq;
+    dirty_ = true;
+    return loc;
+  };
   if (opts_.direct_payload_bytes > 0 && payload.size() >= opts_.direct_payload_bytes && !direct_failed_) {
     uint64_t rec_offset = 0, written = 0;
     bool unsupported = false;
     Status st = AppendDirectLocked(seg.get(), h, payload, &rec_offset, &written, &unsupported);
-    if (st.ok()) {
-      RecordLocation loc{seg, rec_offset + sizeof(h)};
-      seg->bytes += written;
-      seg->last_seq = h.seq;
-      seg->last_ts_ns = h.ts_ns;
-      total_bytes_ += written;
-      if (h.seq > last_seq_) last_seq_ = h.seq;
-      dirty_ = true;
-      return loc;
-    }
+    if (st.ok()) return appended(rec_offset, written);
     if (!unsupported) return st;
     direct_failed_ = true;  // no O_DIRECT here (tmpfs): buffered from now on
   }
@@ -181,14 +183,7 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     // Leave bytes unchanged: the next append overwrites the partial record.
     return st;
   }
-  RecordLocation loc{seg, seg->bytes + sizeof(h)};
-  seg->bytes += rec_bytes;
-  seg->last_seq = h.seq;
-  seg->last_ts_ns = h.ts_ns;
-  total_bytes_ += rec_bytes;
-  if (h.seq > last_seq_) last_seq_ = h.seq;
-  dirty_ = true;
-  return loc;
+  return appended(seg->bytes, rec_bytes);
 }
 
 namespace {
