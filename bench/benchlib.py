@@ -188,7 +188,9 @@ class Agent:
     def wait_applied(self, name, timeout=600):
         """Waits until every admitted write is applied; returns the seconds waited."""
         t0 = time.time()
-        while (s := self.status(name)).get("applied_seq", 0) < s.get("last_seq", 0) or s.get("pending_bytes"):
+        # pending_bytes is the replication write cache (data a target has not
+        # acknowledged), not unapplied writes: only the seqs say "applied".
+        while (s := self.status(name)).get("applied_seq", 0) < s.get("last_seq", 0):
             if s.get("state") == "failed" or time.time() - t0 > timeout:
                 raise BenchError(f"volume {name} did not drain in {time.time() - t0:.0f}s: {s}")
             time.sleep(0.05)

@@ -1,5 +1,7 @@
 #include "continuum/agent/replication_manager.h"
 
+#include <algorithm>
+#include <cstdlib>
 #include <filesystem>
 
 #include "agent/volume_manager_internal.h"
@@ -53,7 +55,8 @@ void ReplicationManager::ResumeAll() {
       auto codec = replication::ParseCodec(j.value("compress", "none"));
       if (!codec.ok()) volumes_->AddEvent(volume, "replication_failed", codec.status().message() + "; sending uncompressed");
       Status st = StartSender(volume, j["address"].get<std::string>(), mode.ok() ? *mode : replication::Mode::kAsync,
-                              codec.ok() ? *codec : replication::Codec::kNone, j.value("bandwidth", 0ull));
+                              codec.ok() ? *codec : replication::Codec::kNone, j.value("bandwidth", 0ull),
+                              j.value("peer_timeout_ms", 0));
       if (!st.ok()) volumes_->AddEvent(volume, "replication_failed", st.message());
     }
     ec.clear();
@@ -74,7 +77,7 @@ void ReplicationManager::StopAll() {
 }
 
 Status ReplicationManager::StartSender(const std::string& volume, const std::string& to, replication::Mode mode,
-                                       replication::Codec compress, uint64_t bandwidth) {
+                                       replication::Codec compress, uint64_t bandwidth, int peer_timeout_ms) {
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(volume));
   CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(volumes_->state_dir() + "/volumes/" + volume + "/targets", 0700));
   replication::TargetOptions o;
@@ -83,6 +86,11 @@ Status ReplicationManager::StartSender(const std::string& volume, const std::str
   o.mode = mode;
   o.compress = compress;
   o.bandwidth = bandwidth;
+  if (peer_timeout_ms > 0) {
+    o.heartbeat.timeout_ms = peer_timeout_ms;
+    // At least three heartbeats per timeout, so one lost frame is no disconnect.
+    o.heartbeat.interval_ms = std::min(o.heartbeat.interval_ms, std::max(peer_timeout_ms / 3, 50));
+  }
   o.tls = tls_;
   o.source_name = name_;
   o.state_path = StatePath(volume, to);
@@ -141,7 +149,16 @@ Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, 
   }
   // A new target starts from scratch: forget any state of an earlier one.
   std::filesystem::remove(StatePath(volume, to));
-  CONTINUUM_RETURN_IF_ERROR(StartSender(volume, to, mode, codec, bandwidth));
+  int peer_timeout_ms = 0;
+  if (!req.peer_timeout.empty()) {
+    char* end = nullptr;
+    double secs = std::strtod(req.peer_timeout.c_str(), &end);
+    if (end == req.peer_timeout.c_str() || *end != '\0' || secs < 0.2 || secs > 3600) {
+      return InvalidArgument("--peer-timeout must be seconds between 0.2 and 3600, got '" + req.peer_timeout + "'");
+    }
+    peer_timeout_ms = static_cast<int>(secs * 1000);
+  }
+  CONTINUUM_RETURN_IF_ERROR(StartSender(volume, to, mode, codec, bandwidth, peer_timeout_ms));
   volumes_->AddEvent(volume, "replication_added",
                      "to " + to + " (" + replication::ModeName(mode) + ", compress " + replication::CodecName(codec) +
                          (bandwidth ? ", limit " + std::to_string(bandwidth) + " bytes/s" : "") + ")");
@@ -286,6 +303,16 @@ Result<std::vector<uint64_t>> ServerReplicaProvider::ReplicaChecksums(const repl
   auto sums = replication::RangeChecksums(*view, range_bytes);
   volumes_->AddEvent(name, "verify_served", "checksums at seq " + std::to_string(seq));
   return sums;
+}
+
+Result<replication::ReplicaProvider::Replica> ServerReplicaProvider::LiveReplica(const replication::HelloInfo& h) {
+  std::string name = ReplicaName(h);
+  CONTINUUM_ASSIGN_OR_RETURN(auto desc, volumes_->Describe(name));
+  if (!desc.contains("replica")) return FailedPrecondition("volume " + name + " here is not a replica");
+  if (desc.value("size", 0ull) != h.size) return FailedPrecondition("replica " + name + " has a different size");
+  CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(name));
+  volumes_->AddEvent(name, "diff_sync_started", "comparing checksums with the source " + h.source);
+  return Replica{name, vol, false};
 }
 
 }  // namespace continuum::agent

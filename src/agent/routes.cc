@@ -62,13 +62,16 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     auto mode = Field<std::string>(*b, "mode", "async");
     auto compress = Field<std::string>(*b, "compress", "none");
     auto bandwidth = Field<std::string>(*b, "bandwidth", "");
+    auto peer_timeout = Field<std::string>(*b, "peer_timeout", "");
     if (!to.ok()) return ErrorResponse(to.status());
     if (!mode.ok()) return ErrorResponse(mode.status());
     if (!compress.ok()) return ErrorResponse(compress.status());
     if (!bandwidth.ok()) return ErrorResponse(bandwidth.status());
+    if (!peer_timeout.ok()) return ErrorResponse(peer_timeout.status());
     if (to->empty()) return ErrorResponse(InvalidArgument("--to HOST:PORT is required"));
     return Reply(repl->Replicate(req.path_params.at("name"),
-                                 {.to = *to, .mode = *mode, .compress = *compress, .bandwidth = *bandwidth}),
+                                 {.to = *to, .mode = *mode, .compress = *compress, .bandwidth = *bandwidth,
+                                  .peer_timeout = *peer_timeout}),
                  201);
   });
   r->Post("/v1/volumes/{name}/targets/remove", [repl](const Request& req) -> Response {

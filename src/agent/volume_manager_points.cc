@@ -337,8 +337,9 @@ Result<nlohmann::json> VolumeManager::CreateBitmap(const std::string& name, cons
   CONTINUUM_ASSIGN_OR_RETURN(auto m, Find(name));
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, Healthy(m.get()));
   CONTINUUM_RETURN_IF_ERROR(vol->Drain());
-  uint64_t seq = vol->Stats().applied_seq;
-  CONTINUUM_RETURN_IF_ERROR(vol->tracker()->Create(base, seq));
+  // The base seq is read after the bitmap tracks writes: every write with a
+  // larger seq is marked in it (backup relies on this to trust a bitmap).
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, vol->tracker()->Create(base, [&] { return vol->LastSeq(); }));
   return nlohmann::json{{"volume", name}, {"base", base}, {"base_seq", seq}};
 }
 

@@ -7,11 +7,14 @@
 
 #include <array>
 #include <cstring>
+#include <deque>
 
 #include "continuum/io/file.h"
+#include "continuum/repo/blob_prefetcher.h"
 #include "continuum/repo/chunker.h"
 #include "image_map.h"
 #include "point_util.h"
+#include "sparse_write.h"
 
 namespace continuum::backup {
 namespace {
@@ -84,15 +87,18 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::BlobId& r
   const std::vector<uint8_t> zeros(device ? root.chunk_size : 0, 0);
   const uint64_t chunks = root.size / root.chunk_size + (root.size % root.chunk_size ? 1 : 0);
   Progress p{.bytes_total = root.size, .files_done = 0};
-  for (size_t m = 0; m < root_tree.refs.size(); ++m) {
-    CONTINUUM_ASSIGN_OR_RETURN(repo::Tree map_tree, repo.GetTree(root_tree.refs[m]));
-    CONTINUUM_ASSIGN_OR_RETURN(ImageMap map, DecodeImageMap(map_tree.payload, map_tree.refs.size(), what));
-    const uint64_t first = uint64_t{m} * root.chunks_per_map;
-    if (map.first_chunk != first || map.slots.size() != std::min<uint64_t>(root.chunks_per_map, chunks - first)) {
-      return DataLoss(what + ": map " + std::to_string(m) + " does not cover its chunks");
-    }
+  // Chunks are read, decrypted and decompressed on workers ahead of the writes
+  // (in order); the next map's chunks are queued before this map's are written.
+  CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
+  struct QueuedMap {
+    repo::Tree tree;
+    ImageMap map;
+  };
+  std::deque<QueuedMap> queued;
+  auto write_map = [&](const QueuedMap& q) -> Status {
+    const ImageMap& map = q.map;
     for (size_t i = 0; i < map.slots.size(); ++i) {
-      const uint64_t offset = (first + i) * root.chunk_size;
+      const uint64_t offset = (map.first_chunk + i) * root.chunk_size;
       const uint32_t length = static_cast<uint32_t>(std::min<uint64_t>(root.chunk_size, root.size - offset));
       Written w{.offset = offset, .length = length, .zero = map.slots[i] == kHoleSlot, .digest = {}};
       if (w.zero) {
@@ -101,8 +107,8 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::BlobId& r
           report.bytes_written += length;
         }
       } else {
-        const repo::BlobId& id = map_tree.refs[map.slots[i]];
-        CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> data, repo.Get(id));
+        const repo::BlobId& id = q.tree.refs[map.slots[i]];
+        CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> data, prefetch->Next());
         if (data.size() != length) {
           return DataLoss(what + ": chunk " + id.Hex() + " at offset " + std::to_string(offset) + " holds " +
                           std::to_string(data.size()) + " bytes, expected " + std::to_string(length));
@@ -111,7 +117,7 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::BlobId& r
           CONTINUUM_RETURN_IF_ERROR(file->PWrite(offset, data));
         } else {
           // The file was truncated to empty: zero blocks inside chunks stay holes.
-          CONTINUUM_RETURN_IF_ERROR(WriteSkippingZeros(file->fd(), offset, data, options.target).status());
+          CONTINUUM_RETURN_IF_ERROR(WriteSparse(file->fd(), offset, data, options.target));
         }
         report.bytes_written += length;
         if (options.verify) w.digest = Sha(data);
@@ -120,7 +126,25 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::BlobId& r
       p.bytes_done = offset + length;
       if (progress) progress(p);
     }
+    return Status::Ok();
+  };
+  for (size_t m = 0; m < root_tree.refs.size(); ++m) {
+    CONTINUUM_ASSIGN_OR_RETURN(repo::Tree map_tree, repo.GetTree(root_tree.refs[m]));
+    CONTINUUM_ASSIGN_OR_RETURN(ImageMap map, DecodeImageMap(map_tree.payload, map_tree.refs.size(), what));
+    const uint64_t first = uint64_t{m} * root.chunks_per_map;
+    if (map.first_chunk != first || map.slots.size() != std::min<uint64_t>(root.chunks_per_map, chunks - first)) {
+      return DataLoss(what + ": map " + std::to_string(m) + " does not cover its chunks");
+    }
+    for (uint32_t slot : map.slots) {
+      if (slot != kHoleSlot) CONTINUUM_RETURN_IF_ERROR(prefetch->Enqueue(map_tree.refs[slot]));
+    }
+    queued.push_back({.tree = std::move(map_tree), .map = std::move(map)});
+    if (queued.size() > 1) {
+      CONTINUUM_RETURN_IF_ERROR(write_map(queued.front()));
+      queued.pop_front();
+    }
   }
+  for (; !queued.empty(); queued.pop_front()) CONTINUUM_RETURN_IF_ERROR(write_map(queued.front()));
   CONTINUUM_RETURN_IF_ERROR(file->Sync());
   if (options.verify) CONTINUUM_RETURN_IF_ERROR(Verify(*file, written, root.chunk_size, &report));
   return report;

@@ -13,11 +13,15 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
 #include <unordered_map>
 
+#include "continuum/backup/point_catalog.h"
 #include "continuum/common/time_util.h"
+#include "continuum/repo/blob_pipeline.h"
 #include "dir_listing.h"
+#include "read_ahead.h"
 #include "point_util.h"
 
 namespace continuum::backup {
@@ -64,14 +68,24 @@ struct HardLink {
   uint64_t size = 0;
 };
 
+// One directory of the parent point, to reuse the content of unchanged files.
+struct ParentDir {
+  std::vector<repo::BlobId> refs;
+  std::unordered_map<std::string, DirEntry> entries;
+};
+
 class PathWalker {
  public:
-  PathWalker(repo::Repository& repo, const PathBackupOptions& options, const ProgressFn& progress,
-             const std::function<void(const Status&)>& warn, std::unique_ptr<repo::FastCdcChunker> chunker)
-      : repo_(repo), options_(options), progress_(progress), warn_(warn), chunker_(std::move(chunker)),
-        buf_(4u << 20), stats_before_(repo.stats()) {}
+  PathWalker(repo::Repository& repo, repo::BlobPipeline& pipeline, const PathBackupOptions& options,
+             const ProgressFn& progress, const std::function<void(const Status&)>& warn,
+             std::unique_ptr<repo::FastCdcChunker> chunker, uint64_t bytes_estimate)
+      : repo_(repo), pipeline_(pipeline), options_(options), progress_(progress), warn_(warn),
+        chunker_(std::move(chunker)), buf_(4u << 20), stats_before_(repo.stats()), bytes_estimate_(bytes_estimate) {}
 
-  Result<repo::BlobId> BackupSources() {
+  // `parent_root`: the root tree of the parent point, if any.
+  Result<repo::BlobId> BackupSources(const std::optional<repo::BlobId>& parent_root) {
+    std::unique_ptr<ParentDir> parent;
+    if (parent_root) parent = LoadParent(*parent_root);
     std::vector<DirEntry> entries;
     RefTable refs;
     std::set<std::string> names;
@@ -88,18 +102,19 @@ class PathWalker {
       // Opened by its resolved path: the walk below never follows symlinks.
       char resolved[PATH_MAX];
       if (!::realpath(abs.c_str(), resolved)) return PosixError("resolve " + abs, errno);
-      Status s = FillEntry(AT_FDCWD, resolved, abs, st, &e, &refs);
+      Status s = FillEntry(AT_FDCWD, resolved, abs, st, parent.get(), &e, &refs);
       if (!s.ok()) return s;
       entries.push_back(std::move(e));
     }
     std::sort(entries.begin(), entries.end(), [](const DirEntry& a, const DirEntry& b) { return a.name < b.name; });
-    return repo_.PutTree({.refs = refs.Take(), .payload = EncodeDirListing(entries)});
+    return pipeline_.PutTree({.refs = refs.Take(), .payload = EncodeDirListing(entries)});
   }
 
   uint64_t files() const { return files_; }
   uint64_t bytes_read() const { return bytes_read_; }
   uint64_t size() const { return size_; }
   uint64_t warnings() const { return warnings_; }
+  uint64_t files_reused() const { return files_reused_; }
 
  private:
   static DirEntry FromStat(const std::string& name, const struct stat& st) {
@@ -143,14 +158,66 @@ class PathWalker {
 
   void Report() {
     if (!progress_) return;
-    progress_({.bytes_done = bytes_read_, .files_done = files_,
-               .new_bytes = repo_.stats().raw_bytes_new - stats_before_.raw_bytes_new});
+    uint64_t done = bytes_read_ + bytes_reused_;
+    progress_({.bytes_done = done, .bytes_total = bytes_estimate_ ? std::max(bytes_estimate_, done) : 0,
+               .files_done = files_, .new_bytes = repo_.stats().raw_bytes_new - stats_before_.raw_bytes_new});
+  }
+
+  // The parent point's listing of one directory; null (read everything) when
+  // it cannot be read: reuse is an optimization, never a reason to fail.
+  std::unique_ptr<ParentDir> LoadParent(const repo::BlobId& tree_id) {
+    auto tree = repo_.GetTree(tree_id);
+    if (!tree.ok()) return nullptr;
+    auto entries = DecodeDirListing(tree->payload, tree->refs.size(), "parent tree " + tree_id.Hex());
+    if (!entries.ok()) return nullptr;
+    auto dir = std::make_unique<ParentDir>();
+    dir->refs = std::move(tree->refs);
+    for (auto& e : *entries) {
+      std::string name = e.name;
+      dir->entries.emplace(std::move(name), std::move(e));
+    }
+    return dir;
+  }
+
+  // The parent's entry for `e` when the file is unchanged since: same type,
+  // size, mtime, ctime and inode. A write moves mtime and ctime; setting mtime
+  // back (touch -d, tar, rsync -t) still moves ctime, which no one can set;
+  // xattr, mode and owner changes move ctime too.
+  const DirEntry* Unchanged(const ParentDir* parent, const DirEntry& e) const {
+    if (!parent || e.type != EntryType::kFile) return nullptr;
+    auto it = parent->entries.find(e.name);
+    if (it == parent->entries.end()) return nullptr;
+    const DirEntry& p = it->second;
+    if (p.type != EntryType::kFile || p.size != e.size || p.mtime_ns != e.mtime_ns || p.ctime_ns != e.ctime_ns ||
+        p.inode != e.inode) {
+      return nullptr;
+    }
+    for (int64_t c : p.chunks) {
+      // A blob lost since (a damaged pack left out by repair) is read again.
+      if (c >= 0 && !repo_.Has(parent->refs[static_cast<size_t>(c)])) return nullptr;
+    }
+    return &p;
+  }
+
+  // The parent's content of an unchanged file as pieces (lengths of data
+  // blobs are not in the listing; only holes need theirs).
+  static std::vector<Piece> ParentContent(const ParentDir& parent, const DirEntry& p) {
+    std::vector<Piece> out;
+    out.reserve(p.chunks.size());
+    for (int64_t c : p.chunks) {
+      if (c < 0) {
+        out.push_back({.hole = true, .length = static_cast<uint64_t>(-c)});
+      } else {
+        out.push_back({.id = parent.refs[static_cast<size_t>(c)]});
+      }
+    }
+    return out;
   }
 
   // Content, xattrs and subtrees of one entry whose stat is `st`; `name` is
   // relative to `dir_fd` (or absolute with AT_FDCWD).
-  Status FillEntry(int dir_fd, const std::string& name, const std::string& abs, const struct stat& st, DirEntry* e,
-                   RefTable* refs) {
+  Status FillEntry(int dir_fd, const std::string& name, const std::string& abs, const struct stat& st,
+                   const ParentDir* parent, DirEntry* e, RefTable* refs) {
     ++files_;
     if (e->type == EntryType::kSymlink) {
       std::string target(static_cast<size_t>(st.st_size) + 1, '\0');
@@ -162,6 +229,17 @@ class PathWalker {
     }
     if (e->type != EntryType::kFile && e->type != EntryType::kDir) return Status::Ok();
 
+    const DirEntry* same = Unchanged(parent, *e);
+    if (same && st.st_nlink <= 1) {
+      // Unchanged since the parent point: its chunks, without opening the file.
+      e->xattrs = same->xattrs;
+      AddContent(ParentContent(*parent, *same), e, refs);
+      size_ += e->size;
+      bytes_reused_ += e->size;
+      ++files_reused_;
+      return Status::Ok();
+    }
+
     int flags = O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NOATIME | (e->type == EntryType::kDir ? O_DIRECTORY : 0);
     int fd = ::openat(dir_fd, name.c_str(), flags);
     if (fd < 0 && errno == EPERM) fd = ::openat(dir_fd, name.c_str(), flags & ~O_NOATIME);  // not the owner
@@ -169,7 +247,14 @@ class PathWalker {
     Fd guard(fd);
     ReadXattrs(fd, abs, e);
     if (e->type == EntryType::kDir) {
-      CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId sub, BackupDir(fd, abs));
+      std::unique_ptr<ParentDir> sub_parent;
+      if (parent) {
+        auto it = parent->entries.find(e->name);
+        if (it != parent->entries.end() && it->second.type == EntryType::kDir) {
+          sub_parent = LoadParent(parent->refs[static_cast<size_t>(it->second.subtree)]);
+        }
+      }
+      CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId sub, BackupDir(fd, abs, sub_parent.get()));
       e->subtree = refs->Add(sub);
       return Status::Ok();
     }
@@ -190,7 +275,15 @@ class PathWalker {
       e->hardlink_group = link->group;
     }
     std::vector<Piece> content;
-    CONTINUUM_ASSIGN_OR_RETURN(e->size, ReadContent(fd, abs, &content));
+    if (same) {
+      // A hard link unchanged since the parent point (its other names reuse this).
+      e->xattrs = same->xattrs;
+      content = ParentContent(*parent, *same);
+      bytes_reused_ += e->size;
+      ++files_reused_;
+    } else {
+      CONTINUUM_ASSIGN_OR_RETURN(e->size, ReadContent(fd, abs, &content));
+    }
     size_ += e->size;
     AddContent(content, e, refs);
     if (link) {
@@ -212,7 +305,7 @@ class PathWalker {
         content->push_back({.hole = true, .length = c.data.size()});
         return Status::Ok();
       }
-      CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId id, repo_.Put(repo::BlobType::kData, c.data));
+      CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId id, pipeline_.Put(repo::BlobType::kData, c.data));
       content->push_back({.length = c.data.size(), .id = id});
       return Status::Ok();
     };
@@ -254,7 +347,7 @@ class PathWalker {
     }
   }
 
-  Result<repo::BlobId> BackupDir(int dir_fd, const std::string& abs) {
+  Result<repo::BlobId> BackupDir(int dir_fd, const std::string& abs, const ParentDir* parent) {
     int dup = ::dup(dir_fd);
     if (dup < 0) return PosixError("dup " + abs, errno);
     DIR* d = ::fdopendir(dup);
@@ -273,8 +366,16 @@ class PathWalker {
     if (read_errno) return PosixError("readdir " + abs, read_errno);
     std::sort(names.begin(), names.end());  // same content, same tree: dedups
 
-    std::vector<DirEntry> entries;
-    RefTable refs;
+    read_ahead_.Stat(dir_fd, names);
+
+    // Stat everything first, so the files to read can be hinted all at once.
+    struct Listed {
+      std::string child;
+      struct stat st;
+      DirEntry e;
+    };
+    std::vector<Listed> listed;
+    std::vector<std::pair<std::string, uint64_t>> to_read;
     for (const auto& name : names) {
       std::string child = abs == "/" ? "/" + name : abs + "/" + name;
       if (Excluded(name, child)) continue;
@@ -284,7 +385,16 @@ class PathWalker {
         continue;
       }
       DirEntry e = FromStat(name, st);
-      Status s = FillEntry(dir_fd, name, child, st, &e, &refs);
+      if (e.type == EntryType::kFile && e.size > 0 && !Unchanged(parent, e)) to_read.emplace_back(name, e.size);
+      listed.push_back({.child = std::move(child), .st = st, .e = std::move(e)});
+    }
+    read_ahead_.Read(dir_fd, to_read);
+
+    std::vector<DirEntry> entries;
+    RefTable refs;
+    for (auto& [child, st, e] : listed) {
+      const std::string name = e.name;
+      Status s = FillEntry(dir_fd, name, child, st, parent, &e, &refs);
       if (!s.ok()) {
         // Repository errors stop the backup; a file that cannot be read is skipped.
         if (s.code() != StatusCode::kIoError) return s;
@@ -294,17 +404,22 @@ class PathWalker {
       entries.push_back(std::move(e));
     }
     Report();
-    return repo_.PutTree({.refs = refs.Take(), .payload = EncodeDirListing(entries)});
+    return pipeline_.PutTree({.refs = refs.Take(), .payload = EncodeDirListing(entries)});
   }
 
  private:
   repo::Repository& repo_;
+  repo::BlobPipeline& pipeline_;
   const PathBackupOptions& options_;
   const ProgressFn& progress_;
   const std::function<void(const Status&)>& warn_;
   std::unique_ptr<repo::FastCdcChunker> chunker_;
   std::vector<uint8_t> buf_;
   const repo::RepositoryStats stats_before_;
+  const uint64_t bytes_estimate_;  // the parent's size: a guess of the total for progress
+  uint64_t bytes_reused_ = 0;
+  ReadAhead read_ahead_{4};  // IO-bound helpers: more than the CPUs is fine
+  uint64_t files_reused_ = 0;
   std::map<std::pair<uint64_t, uint64_t>, HardLink> links_;
   uint64_t next_group_ = 0;
   uint64_t files_ = 0;
@@ -321,21 +436,48 @@ Result<PointInfo> BackupPaths(repo::Repository& repo, const PathBackupOptions& o
   int64_t start_wall = WallNowNs();
   int64_t start = MonoNowNs();
   const repo::RepositoryStats before = repo.stats();
-  CONTINUUM_ASSIGN_OR_RETURN(auto chunker, repo::FastCdcChunker::Create(repo.CdcOptions()));
-  PathWalker walker(repo, options, progress, warn, std::move(chunker));
-  CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId root, walker.BackupSources());
-
   PointInfo info;
   info.time_ns = start_wall;
   info.type = PointType::kPath;
   for (const auto& s : options.sources) info.sources.push_back(AbsolutePath(s));
   info.host = HostName();
   info.tags = options.tags;
+
+  // The parent: the previous (or last full) point of the same sources and host.
+  std::optional<repo::BlobId> parent_root;
+  uint64_t estimate = 0;
+  ChainPlan plan;
+  if (options.kind != BackupKind::kFull) {
+    std::vector<std::string> problems;  // undecodable manifests are not parents
+    CONTINUUM_ASSIGN_OR_RETURN(std::vector<PointInfo> points, ListPoints(repo, &problems));
+    plan = PlanChain(points, info, options.kind);
+    if (plan.parent) {
+      auto m = repo.LoadManifest(plan.parent->id);
+      if (m.ok() && m->roots.size() == 1) {
+        parent_root = m->roots[0];
+        estimate = plan.parent->size;
+      } else {
+        plan = PlanChain({}, info, BackupKind::kFull);  // an unreadable parent: take a full point
+      }
+    }
+  }
+  ApplyPlan(plan, &info);
+
+  CONTINUUM_ASSIGN_OR_RETURN(auto chunker, repo::FastCdcChunker::Create(repo.CdcOptions()));
+  CONTINUUM_ASSIGN_OR_RETURN(auto pipeline, repo::BlobPipeline::Create(repo, {.threads = options.threads}));
+  PathWalker walker(repo, *pipeline, options, progress, warn, std::move(chunker), estimate);
+  auto root = walker.BackupSources(parent_root);
+  // Every blob in a pack before the manifest is written (SavePoint flushes).
+  Status drained = pipeline->Drain();
+  if (!root.ok()) return root.status();
+  CONTINUUM_RETURN_IF_ERROR(drained);
+  pipeline.reset();
+
   info.size = walker.size();
   info.files = walker.files();
   info.bytes_read = walker.bytes_read();
   info.warnings = walker.warnings();
-  return SavePoint(repo, std::move(info), root, before, start);
+  return SavePoint(repo, std::move(info), *root, before, start);
 }
 
 }  // namespace continuum::backup

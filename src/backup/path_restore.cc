@@ -9,11 +9,15 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <deque>
 #include <unordered_map>
 
 #include "continuum/io/file.h"
+#include "continuum/repo/blob_prefetcher.h"
+#include "continuum/repo/chunker.h"
 #include "dir_listing.h"
 #include "point_util.h"
+#include "sparse_write.h"
 
 namespace continuum::backup {
 namespace {
@@ -47,6 +51,11 @@ class Sha256 {
   EVP_MD_CTX* ctx_;
 };
 
+// Files created but whose content is still being fetched: bounded so that
+// descriptors and queued blob ids stay few (the prefetcher bounds the bytes).
+constexpr size_t kMaxPendingFiles = 128;
+constexpr uint64_t kMaxPendingBytes = 256ull << 20;
+
 struct timespec Ts(int64_t ns) {
   return {.tv_sec = static_cast<time_t>(ns / 1000000000), .tv_nsec = static_cast<long>(ns % 1000000000)};
 }
@@ -56,10 +65,20 @@ struct timespec Ts(int64_t ns) {
 // passed to *at() calls passed IsSafeEntryName, so no call resolves outside.
 class PathRestorer {
  public:
-  PathRestorer(repo::Repository& repo, const RestoreOptions& options, const ProgressFn& progress,
-               const std::function<void(const Status&)>& warn, int root_fd)
-      : repo_(repo), options_(options), progress_(progress), warn_(warn), root_fd_(root_fd),
+  PathRestorer(repo::Repository& repo, repo::BlobPrefetcher& prefetch, const RestoreOptions& options,
+               const ProgressFn& progress, const std::function<void(const Status&)>& warn, int root_fd)
+      : repo_(repo), prefetch_(prefetch), options_(options), progress_(progress), warn_(warn), root_fd_(root_fd),
         zeros_(1u << 20, 0) {}
+
+  ~PathRestorer() {
+    for (auto& f : pending_) ::close(f.fd);
+  }
+
+  // Writes the content of every file still pending.
+  Status Finish() {
+    while (!pending_.empty()) CONTINUUM_RETURN_IF_ERROR(CompleteOldest());
+    return Status::Ok();
+  }
 
   Status RestoreDir(const repo::BlobId& tree_id, int dir_fd, const std::string& rel, bool selected, int depth,
                     bool* restored_any) {
@@ -207,6 +226,14 @@ class PathRestorer {
     return Internal("unexpected entry type");
   }
 
+  // A file whose name exists and whose blobs are queued in the prefetcher;
+  // content, size and metadata follow in CompleteOldest, in creation order.
+  struct PendingFile {
+    int fd = -1;  // owned
+    DirEntry entry;
+    std::string rel;
+  };
+
   Status RestoreFile(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel) {
     if (e.hardlink_group) {
       auto it = links_.find(e.hardlink_group);
@@ -221,36 +248,64 @@ class PathRestorer {
     int flags = (options_.verify ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
     int fd = ::openat(dir_fd, e.name.c_str(), flags, 0600);
     if (fd < 0) return PosixError("create " + Path(rel), errno);
-    Fd guard(fd);
+    // The name exists from here on: later hard links to it can be made before
+    // its content is written.
+    if (e.hardlink_group) links_[e.hardlink_group] = rel;
+    pending_.push_back({.fd = fd, .entry = e, .rel = rel});
+    pending_bytes_ += e.size;
+    for (int64_t c : e.chunks) {
+      if (c >= 0) CONTINUUM_RETURN_IF_ERROR(prefetch_.Enqueue(tree.refs[static_cast<size_t>(c)]));
+    }
+    // Directory metadata may be applied before this file's content is written:
+    // writing content does not change the directory.
+    while (pending_.size() > kMaxPendingFiles || pending_bytes_ > kMaxPendingBytes) {
+      CONTINUUM_RETURN_IF_ERROR(CompleteOldest());
+    }
+    return Status::Ok();
+  }
+
+  Status CompleteOldest() {
+    PendingFile f = std::move(pending_.front());
+    pending_.pop_front();
+    Fd guard(f.fd);
+    pending_bytes_ -= f.entry.size;
+    const DirEntry& e = f.entry;
+    const std::string& rel = f.rel;
     Sha256 sha;
     uint64_t offset = 0;
+    bool bad = false;  // the content does not fit the size: a damaged or crafted point
     for (int64_t c : e.chunks) {
       if (c < 0) {
         uint64_t hole = static_cast<uint64_t>(-c);
-        if (hole > e.size || offset > e.size - hole) break;  // caught by the length check below
+        if (hole > e.size || offset > e.size - hole) {
+          bad = true;
+          continue;  // keep taking this file's blobs: the queue must stay in step
+        }
         if (options_.verify) HashZeros(&sha, hole);
         offset += hole;
         continue;
       }
-      CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> data, repo_.Get(tree.refs[c]));
-      if (data.size() > e.size || offset > e.size - data.size()) break;
+      CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> data, prefetch_.Next());
+      if (bad || data.size() > e.size || offset > e.size - data.size()) {
+        bad = true;
+        continue;
+      }
       // The file was created empty (O_EXCL): zero blocks inside data chunks stay holes.
-      CONTINUUM_RETURN_IF_ERROR(WriteSkippingZeros(fd, offset, data, Path(rel)).status());
+      CONTINUUM_RETURN_IF_ERROR(WriteSparse(f.fd, offset, data, Path(rel)));
       if (options_.verify) sha.Update(data.data(), data.size());
       offset += data.size();
       report_.bytes_written += data.size();
       Report();
     }
-    if (offset != e.size) {
+    if (bad || offset != e.size) {
       return DataLoss("file '" + rel + "' of the point: content does not add up to its size " + std::to_string(e.size));
     }
-    if (::ftruncate(fd, static_cast<off_t>(e.size)) != 0) return PosixError("truncate " + Path(rel), errno);
-    CONTINUUM_RETURN_IF_ERROR(ApplyMeta(fd, e, rel));
-    if (e.hardlink_group) links_[e.hardlink_group] = rel;
+    if (::ftruncate(f.fd, static_cast<off_t>(e.size)) != 0) return PosixError("truncate " + Path(rel), errno);
+    CONTINUUM_RETURN_IF_ERROR(ApplyMeta(f.fd, e, rel));
     if (!options_.verify) return Status::Ok();
     uint8_t want[kDigestLen];
     sha.Final(want);
-    return VerifyFile(fd, e, rel, want);
+    return VerifyFile(f.fd, e, rel, want);
   }
 
   void HashZeros(Sha256* sha, uint64_t n) {
@@ -288,6 +343,7 @@ class PathRestorer {
   }
 
   repo::Repository& repo_;
+  repo::BlobPrefetcher& prefetch_;
   const RestoreOptions& options_;
   const ProgressFn& progress_;
   const std::function<void(const Status&)>& warn_;
@@ -295,6 +351,8 @@ class PathRestorer {
   std::vector<uint8_t> zeros_;
   RestoreReport report_;
   std::unordered_map<uint64_t, std::string> links_;  // hard-link group -> path (relative to root) restored first
+  std::deque<PendingFile> pending_;
+  uint64_t pending_bytes_ = 0;
 };
 
 }  // namespace
@@ -305,9 +363,11 @@ Result<RestoreReport> RestorePaths(repo::Repository& repo, const repo::BlobId& r
   int fd = ::open(options.target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return PosixError("open " + options.target, errno);
   Fd guard(fd);
-  PathRestorer restorer(repo, options, progress, warn, fd);
+  CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
+  PathRestorer restorer(repo, *prefetch, options, progress, warn, fd);
   bool any = false;
   CONTINUUM_RETURN_IF_ERROR(restorer.RestoreDir(root, fd, "", false, 0, &any));
+  CONTINUUM_RETURN_IF_ERROR(restorer.Finish());
   if (!options.includes.empty() && !any) return NotFound("no entry of the point matches the --include patterns");
   if (::fsync(fd) != 0) return PosixError("fsync " + options.target, errno);
   return restorer.report();

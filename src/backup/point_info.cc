@@ -7,7 +7,7 @@ namespace continuum::backup {
 std::string_view PointTypeName(PointType type) { return type == PointType::kImage ? "image" : "path"; }
 
 nlohmann::json PointInfo::ToJson() const {
-  return nlohmann::json{{"id", id.Hex()},
+  nlohmann::json j{{"id", id.Hex()},
                         {"time", FormatRfc3339(time_ns)},
                         {"type", std::string(PointTypeName(type))},
                         {"kind", kind},
@@ -23,6 +23,16 @@ nlohmann::json PointInfo::ToJson() const {
                         {"duration_ns", duration_ns},
                         {"warnings", warnings},
                         {"pinned", pinned}};
+  if (kind != "full") {
+    j["parent"] = parent;
+    j["full"] = full;
+  }
+  if (!volume.name.empty()) {
+    j["volume"] = {{"name", volume.name},     {"seq", volume.seq},
+                   {"bookmark", volume.bookmark}, {"bitmap", volume.bitmap},
+                   {"full_bitmap", volume.full_bitmap}, {"read", volume.read}};
+  }
+  return j;
 }
 
 std::vector<uint8_t> PointInfo::Encode() const {
@@ -65,6 +75,18 @@ Result<PointInfo> PointInfo::Decode(const repo::ManifestId& id, int64_t time_ns,
     p.chunk_size = j.value("chunk_size", uint32_t{0});
     p.duration_ns = j.value("duration_ns", int64_t{0});
     p.warnings = j.value("warnings", uint64_t{0});
+    p.parent = j.value("parent", "");
+    p.full = j.value("full", "");
+    if (j.contains("volume")) {
+      const auto& v = j.at("volume");
+      if (!v.is_object()) return DataLoss("point " + id.Hex() + ": 'volume' is not an object");
+      p.volume.name = v.value("name", "");
+      p.volume.seq = v.value("seq", uint64_t{0});
+      p.volume.bookmark = v.value("bookmark", "");
+      p.volume.bitmap = v.value("bitmap", "");
+      p.volume.full_bitmap = v.value("full_bitmap", "");
+      p.volume.read = v.value("read", "");
+    }
   } catch (const nlohmann::json::exception& e) {
     // Wrong field types in a payload read from disk: an error, never a crash.
     return DataLoss("point " + id.Hex() + ": bad point description: " + e.what());

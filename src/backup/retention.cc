@@ -5,6 +5,9 @@
 #include <algorithm>
 #include <cctype>
 #include <map>
+#include <set>
+
+#include "continuum/backup/chain.h"
 
 namespace continuum::backup {
 namespace {
@@ -92,6 +95,14 @@ std::vector<RetentionDecision> ApplyRetention(const std::vector<PointInfo>& poin
     uint32_t last_left = policy.keep_last;
     int64_t newest = group.empty() ? 0 : group.front().time_ns;
     int64_t cutoff = policy.keep_within.empty() ? INT64_MAX : WithinCutoffNs(newest, policy.keep_within);
+    // The N newest chains, by their newest point (the group is newest first).
+    std::set<std::string> kept_chains;
+    std::set<std::string> seen_chains;
+    for (const auto& p : group) {
+      std::string chain = ChainOf(p);
+      if (!seen_chains.insert(chain).second) continue;
+      if (kept_chains.size() < policy.keep_chains) kept_chains.insert(chain);
+    }
     for (const auto& p : group) {
       RetentionDecision d{.point = p, .group = key};
       if (p.pinned) {
@@ -115,6 +126,7 @@ std::vector<RetentionDecision> ApplyRetention(const std::vector<PointInfo>& poin
         d.reasons.push_back(r.name);
       }
       if (p.time_ns >= cutoff) d.reasons.push_back("within");
+      if (kept_chains.count(ChainOf(p))) d.reasons.push_back("chain");
       d.keep = !d.reasons.empty();
       out.push_back(std::move(d));
     }

@@ -9,9 +9,12 @@
 #include <memory>
 
 #include "cli/output.h"
+#include "cli/backup_volume_command.h"
+#include "continuum/backup/chain.h"
 #include "continuum/backup/image_backup.h"
 #include "continuum/backup/path_backup.h"
 #include "continuum/backup/point_catalog.h"
+#include "continuum/backup/mount.h"
 #include "continuum/backup/point_files.h"
 #include "continuum/backup/retention.h"
 #include "continuum/backup/restore.h"
@@ -81,17 +84,42 @@ std::string Join(const std::vector<std::string>& v, const char* sep) {
   return out;
 }
 
-// Progress on stderr when it is a terminal: bytes, rate, ETA (when the total
-// is known), files. Redrawn at most 4 times a second.
+// --progress of backup and restore: "auto" draws a line on stderr when it is a
+// terminal, "json" writes one JSON object per line to stderr (for scripts and
+// agents), "none" is silent. Set by the option before any command runs.
+std::string g_progress_mode = "auto";
+
+void AddProgressOption(CLI::App* cmd) {
+  cmd->add_option("--progress", g_progress_mode,
+                  "auto (a line when stderr is a terminal), json (one JSON object per line on stderr) or none")
+      ->check(CLI::IsMember({"auto", "json", "none"}));
+}
+
+// Progress on stderr: a line redrawn at most 4 times a second when stderr is a
+// terminal, or with --progress json one object per line at most twice a second
+// ({"bytes_done", "bytes_total", "files", "new_bytes", "rate", "elapsed_s",
+// "eta_s"}; bytes_total 0 and eta_s null when unknown) and a last one with
+// "done": true.
 class TermProgress {
  public:
-  explicit TermProgress(bool json) : enabled_(!json && ::isatty(STDERR_FILENO)), start_(MonoNowNs()) {}
+  explicit TermProgress(bool json)
+      : json_lines_(g_progress_mode == "json"),
+        enabled_(json_lines_ || (g_progress_mode == "auto" && !json && ::isatty(STDERR_FILENO))),
+        start_(MonoNowNs()) {}
+  ~TermProgress() {
+    if (json_lines_ && seen_) EmitJson(MonoNowNs(), true);
+  }
+  TermProgress(const TermProgress&) = delete;
+  TermProgress& operator=(const TermProgress&) = delete;
 
   void operator()(const backup::Progress& p) {
     if (!enabled_) return;
+    last_p_ = p;
+    seen_ = true;
     int64_t now = MonoNowNs();
-    if (now - last_ < 250'000'000) return;
+    if (now - last_ < (json_lines_ ? 500'000'000 : 250'000'000)) return;
     last_ = now;
+    if (json_lines_) return EmitJson(now, false);
     double secs = (now - start_) / 1e9;
     double rate = secs > 0 ? p.bytes_done / secs : 0;
     std::string line = FormatSize(p.bytes_done);
@@ -110,13 +138,31 @@ class TermProgress {
 
   void Done() {
     if (drawn_) std::fprintf(stderr, "\r\033[K");
+    drawn_ = false;
   }
 
  private:
+  void EmitJson(int64_t now, bool done) {
+    const backup::Progress& p = last_p_;
+    double secs = (now - start_) / 1e9;
+    double rate = secs > 0 ? p.bytes_done / secs : 0;
+    nlohmann::json j{{"bytes_done", p.bytes_done}, {"bytes_total", p.bytes_total}, {"files", p.files_done},
+                     {"new_bytes", p.new_bytes}, {"rate", static_cast<uint64_t>(rate)}, {"elapsed_s", secs}};
+    j["eta_s"] = p.bytes_total && rate > 0 && p.bytes_done <= p.bytes_total
+                     ? nlohmann::json((p.bytes_total - p.bytes_done) / rate)
+                     : nlohmann::json(nullptr);
+    if (done) j["done"] = true;
+    std::fprintf(stderr, "%s\n", j.dump().c_str());
+    std::fflush(stderr);
+  }
+
+  bool json_lines_;
   bool enabled_;
   int64_t start_;
   int64_t last_ = 0;
   bool drawn_ = false;
+  bool seen_ = false;
+  backup::Progress last_p_;
 };
 
 Result<std::unique_ptr<repo::Repository>> OpenRepo(const RepoArgs& a, repo::LockMode lock, bool* usage) {
@@ -135,19 +181,18 @@ Result<std::unique_ptr<repo::Repository>> OpenRepo(const RepoArgs& a, repo::Lock
   return repo::Repository::Open(*path, *creds, std::move(o));
 }
 
-Status CheckKind(const std::string& kind) {
-  if (kind == "full") return Status::Ok();
-  if (kind == "incremental" || kind == "differential") {
-    return InvalidArgument("--kind " + kind + " is not implemented yet: only full points can be taken");
-  }
-  return InvalidArgument("--kind must be full, incremental or differential");
-}
-
 void PrintSummary(const PointInfo& p, bool json) {
   if (json) return PrintJson(p.ToJson());
   double secs = p.duration_ns / 1e9;
   std::printf("saved %s point %s (%s)\n", std::string(backup::PointTypeName(p.type)).c_str(), ShortId(p.id).c_str(),
               p.id.Hex().c_str());
+  std::printf("  kind:       %s%s\n", p.kind.c_str(),
+              p.parent.empty() ? "" : (" (against " + p.parent.substr(0, 12) + ", chain " + p.full.substr(0, 12) + ")").c_str());
+  if (!p.volume.name.empty()) {
+    std::printf("  volume:     %s at seq:%llu (bookmark %s), read %s\n", p.volume.name.c_str(),
+                (unsigned long long)p.volume.seq, p.volume.bookmark.c_str(),
+                p.volume.read == "changed" ? "changed regions only" : "everything");
+  }
   if (p.type == backup::PointType::kPath) std::printf("  entries:    %llu\n", (unsigned long long)p.files);
   std::printf("  read:       %s in %.1fs (%s/s)\n", FormatSize(p.bytes_read).c_str(), secs,
               FormatSize(secs > 0 ? static_cast<uint64_t>(p.bytes_read / secs) : p.bytes_read).c_str());
@@ -161,10 +206,10 @@ void PrintPoints(const std::vector<PointInfo>& points) {
     std::cout << "no points (take one with 'continuum backup image|path ... --repo PATH')\n";
     return;
   }
-  std::printf("%-12s  %-3s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", "ID", "PIN", "TIME", "TYPE", "KIND", "SIZE",
+  std::printf("%-12s  %-3s  %-24s  %-5s  %-12s  %10s  %10s  %-30s %s\n", "ID", "PIN", "TIME", "TYPE", "KIND", "SIZE",
               "NEW", "SOURCE", "TAGS");
   for (const auto& p : points) {
-    std::printf("%-12s  %-3s  %-24s  %-5s  %-4s  %10s  %10s  %-30s %s\n", ShortId(p.id).c_str(), p.pinned ? "*" : "",
+    std::printf("%-12s  %-3s  %-24s  %-5s  %-12s  %10s  %10s  %-30s %s\n", ShortId(p.id).c_str(), p.pinned ? "*" : "",
                 FormatRfc3339(p.time_ns).c_str(), std::string(backup::PointTypeName(p.type)).c_str(), p.kind.c_str(),
                 FormatSize(p.size).c_str(), FormatSize(p.new_stored_bytes).c_str(), Join(p.sources, ",").c_str(),
                 Join(p.tags, ",").c_str());
@@ -273,11 +318,12 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
     bool append_only = false;
     bool read_data = false;
     bool verify = false;
-    std::string kind = "full";
+    std::string kind = "incremental";  // backup path
     std::string source, point, to;
     std::vector<std::string> sources, excludes, includes, tags;
     std::string ls_path, keep_within;
-    uint32_t keep_last = 0, keep_daily = 0, keep_weekly = 0, keep_monthly = 0, keep_yearly = 0;
+    uint32_t keep_last = 0, keep_daily = 0, keep_weekly = 0, keep_monthly = 0, keep_yearly = 0, keep_chains = 0;
+    std::string image_kind = "incremental";
     bool prune = false, dry_run = false;
   };
   static State s;
@@ -357,15 +403,19 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
   bimage->add_option("SOURCE", s.source, "image file or block device")->required();
   AddRepoOptions(bimage, &s.ra);
   bimage->add_option("--tag", s.tags, "tag the point (repeatable)")->allow_extra_args(false);
-  bimage->add_option("--kind", s.kind, "full (incremental and differential are not implemented yet)");
+  bimage->add_option("--kind", s.image_kind,
+                     "incremental (default; the first point of a source is full), differential or full; "
+                     "an image without a changed-block bitmap is read whole in every kind");
+  AddProgressOption(bimage);
   bimage->callback([action, json] {
     *action = [json] {
-      if (Status k = CheckKind(s.kind); !k.ok()) return Fail(k, *json, true);
+      auto kind = backup::ParseBackupKind(s.image_kind);
+      if (!kind.ok()) return Fail(kind.status(), *json, true);
       bool usage = false;
       auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
       if (!r.ok()) return Fail(r.status(), *json, usage);
       TermProgress progress(*json);
-      auto p = backup::BackupImage(**r, {.source = s.source, .tags = s.tags},
+      auto p = backup::BackupImage(**r, {.source = s.source, .tags = s.tags, .kind = *kind},
                                    [&](const backup::Progress& pr) { progress(pr); });
       progress.Done();
       if (!p.ok()) return Fail(p.status(), *json);
@@ -380,16 +430,20 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
   bpath->add_option("--exclude", s.excludes, "skip names (or absolute paths, with '/') matching PATTERN (repeatable)")
       ->allow_extra_args(false);
   bpath->add_option("--tag", s.tags, "tag the point (repeatable)")->allow_extra_args(false);
-  bpath->add_option("--kind", s.kind, "full (incremental and differential are not implemented yet)");
+  bpath->add_option("--kind", s.kind,
+                    "incremental (default: files unchanged since the previous point of these sources are not "
+                    "read), differential (unchanged since the last full point) or full (read every file)");
+  AddProgressOption(bpath);
   bpath->callback([action, json] {
     *action = [json] {
-      if (Status k = CheckKind(s.kind); !k.ok()) return Fail(k, *json, true);
+      auto kind = backup::ParseBackupKind(s.kind);
+      if (!kind.ok()) return Fail(kind.status(), *json, true);
       bool usage = false;
       auto r = OpenRepo(s.ra, repo::LockMode::kShared, &usage);
       if (!r.ok()) return Fail(r.status(), *json, usage);
       TermProgress progress(*json);
       auto p = backup::BackupPaths(
-          **r, {.sources = s.sources, .excludes = s.excludes, .tags = s.tags},
+          **r, {.sources = s.sources, .excludes = s.excludes, .tags = s.tags, .kind = *kind},
           [&](const backup::Progress& pr) { progress(pr); },
           [&](const Status& w) {
             progress.Done();
@@ -401,6 +455,19 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
       return 0;
     };
   });
+
+  RegisterBackupVolumeCommand(
+      bk, action, json,
+      {.add_repo_options = [](CLI::App* cmd) { AddRepoOptions(cmd, &s.ra); },
+       .open_repo = [](bool* usage) { return OpenRepo(s.ra, repo::LockMode::kShared, usage); },
+       .fail = [](const Status& st, bool j, bool usage) { return Fail(st, j, usage); },
+       .print_summary = [](const PointInfo& p, bool j) { PrintSummary(p, j); },
+       .with_progress = [](bool j, const std::function<Result<PointInfo>(const backup::ProgressFn&)>& body) {
+         TermProgress progress(j);
+         auto r = body([&](const backup::Progress& pr) { progress(pr); });
+         progress.Done();
+         return r;
+       }});
 
   auto* blist = bk->add_subcommand("list", "list the points of a repository");
   AddRepoOptions(blist, &s.ra);
@@ -448,7 +515,7 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
   }
 
   // --- ls ---
-  auto* ls = app.add_subcommand("ls", "list the files of a path point");
+  auto* ls = app.add_subcommand("ls", "list the files of a point (inside the filesystem of an image point)");
   ls->add_option("ID", s.point, "point id, unique id prefix, or 'latest'")->required();
   ls->add_option("PATH", s.ls_path, "only this file or directory (relative to the point root)");
   AddRepoOptions(ls, &s.ra);
@@ -459,7 +526,8 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
       if (!r.ok()) return Fail(r.status(), *json, usage);
       auto point = backup::FindPoint(**r, s.point);
       if (!point.ok()) return Fail(point.status(), *json, point.status().code() == StatusCode::kInvalidArgument);
-      auto files = backup::ListFiles(**r, *point, s.ls_path);
+      auto files = point->type == backup::PointType::kImage ? backup::ListImageFiles(**r, *point, s.ls_path)
+                                                             : backup::ListFiles(**r, *point, s.ls_path);
       if (!files.ok()) return Fail(files.status(), *json);
       if (*json) {
         nlohmann::json j = nlohmann::json::array();
@@ -491,13 +559,14 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
   fg->add_option("--keep-weekly", s.keep_weekly, "the same for N ISO weeks");
   fg->add_option("--keep-monthly", s.keep_monthly, "the same for N months");
   fg->add_option("--keep-yearly", s.keep_yearly, "the same for N years");
+  fg->add_option("--keep-chains", s.keep_chains, "keep every point of the N newest chains (a full and its dependents)");
   fg->add_flag("--prune", s.prune, "prune after removing points");
   fg->add_flag("--dry-run", s.dry_run, "show what would be removed, change nothing");
   fg->callback([action, json] {
     *action = [json] {
       backup::ForgetOptions o;
       o.policy = {.keep_last = s.keep_last, .keep_daily = s.keep_daily, .keep_weekly = s.keep_weekly,
-                  .keep_monthly = s.keep_monthly, .keep_yearly = s.keep_yearly};
+                  .keep_monthly = s.keep_monthly, .keep_yearly = s.keep_yearly, .keep_chains = s.keep_chains};
       if (!s.keep_within.empty()) {
         auto span = backup::ParseCalendarSpan(s.keep_within);
         if (!span.ok()) return Fail(span.status(), *json, true);
@@ -545,6 +614,7 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
   rs->add_option("--include", s.includes, "only paths (relative to the point) matching PATTERN (repeatable)")
       ->allow_extra_args(false);
   rs->add_flag("--verify", s.verify, "re-read what was written and compare");
+  AddProgressOption(rs);
   rs->callback([action, json] {
     *action = [json] {
       bool usage = false;

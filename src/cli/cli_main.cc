@@ -7,6 +7,7 @@
 #include <iostream>
 
 #include "cli/backup_commands.h"
+#include "cli/mount_commands.h"
 #include "cli/output.h"
 #include "continuum/agent/agent.h"
 #include "continuum/api/control_client.h"
@@ -249,9 +250,12 @@ int CliMain(int argc, char** argv) {
   std::string compress = "none", bandwidth;
   repl->add_option("--compress", compress, "zstd, lz4 or none")->capture_default_str();
   repl->add_option("--bandwidth", bandwidth, "limit in bytes/s, e.g. 20M (K, M, G suffixes); default unlimited");
+  std::string peer_timeout;
+  repl->add_option("--peer-timeout", peer_timeout, "seconds without a frame from the target before it counts as gone (default 5)");
   repl->callback([&] {
     action = [&] {
-      nlohmann::json body{{"to", v.to}, {"mode", mode}, {"compress", compress}, {"bandwidth", bandwidth}};
+      nlohmann::json body{{"to", v.to}, {"mode", mode}, {"compress", compress}, {"bandwidth", bandwidth},
+                          {"peer_timeout", peer_timeout}};
       return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/targets", &body, [&](const nlohmann::json& j) {
         std::cout << "volume " << v.name << " replicates to " << v.to << " (" << j["mode"].get<std::string>()
                   << ", compress " << j["compress"].get<std::string>();
@@ -440,6 +444,8 @@ int CliMain(int argc, char** argv) {
   vclose->add_option("DEVICE", w.device, "the view's device (or id)")->required();
   vclose->callback([&] {
     action = [&] {
+      // A repository mount (continuum mount) is ended here, without the agent.
+      if (int rc = 0; CloseRepoMount(w.device, g.json, &rc)) return rc;
       nlohmann::json body{{"device", w.device}};
       return Call(g, "POST", "/v1/views/close", &body,
                   [&](const nlohmann::json&) { std::cout << "closed " << w.device << "\n"; });
@@ -488,6 +494,7 @@ int CliMain(int argc, char** argv) {
   });
 
   RegisterBackupCommands(app, &action, &g.json);
+  RegisterMountCommands(app, &action, &g.json);
 
   // --- events ---
   std::string ev_volume;

@@ -22,7 +22,7 @@ static_assert(sizeof(FrameHeader) == 32);
 
 }  // namespace
 
-Status WriteFrame(net::Connection& conn, FrameType type, std::span<const uint8_t> payload, uint16_t flags) {
+std::vector<uint8_t> EncodeFrame(FrameType type, std::span<const uint8_t> payload, uint16_t flags) {
   FrameHeader h{};
   h.magic = kFrameMagic;
   h.type = static_cast<uint16_t>(type);
@@ -34,7 +34,11 @@ Status WriteFrame(net::Connection& conn, FrameType type, std::span<const uint8_t
   std::vector<uint8_t> buf(sizeof(h) + payload.size());
   std::memcpy(buf.data(), &h, sizeof(h));
   if (!payload.empty()) std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());
-  return conn.SendAll(buf);
+  return buf;
+}
+
+Status WriteFrame(net::Connection& conn, FrameType type, std::span<const uint8_t> payload, uint16_t flags) {
+  return conn.SendAll(EncodeFrame(type, payload, flags));
 }
 
 Status WriteJsonFrame(net::Connection& conn, FrameType type, const nlohmann::json& j) {

@@ -1,8 +1,12 @@
 #include "continuum/replication/receiver.h"
 
+#include <optional>
+
 #include "continuum/common/log.h"
 #include "continuum/replication/codec.h"
+#include "continuum/replication/diff_sync.h"
 #include "continuum/replication/frame.h"
+#include "continuum/replication/heartbeat.h"
 
 namespace continuum::replication {
 
@@ -89,9 +93,38 @@ Status Receiver::ServeVerify(net::Connection* conn, const HelloInfo& hello, cons
                     {reinterpret_cast<const uint8_t*>(sums.data()), sums.size() * sizeof(uint64_t)});
 }
 
-Status Receiver::ServeStream(net::Connection* conn, std::string* replica_name) {
+Status Receiver::ServeDiff(net::Connection* conn, const HelloInfo& hello) {
+  CONTINUUM_ASSIGN_OR_RETURN(auto rep, provider_->LiveReplica(hello));
+  CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHelloAck, {{"replica", rep.name}}));
+  uint64_t compared = 0;
+  for (;;) {
+    auto fr = ReadFrame(*conn);
+    if (!fr.ok()) {
+      if (fr.status().code() != StatusCode::kUnavailable) return fr.status();
+      provider_->Event(rep.name, "diff_sync_served", "compared " + std::to_string(compared) + " bytes");
+      return Status::Ok();  // the source is done (or went away)
+    }
+    if (fr->type == FrameType::kHeartbeat) continue;
+    if (fr->type != FrameType::kDiffRequest) {
+      return InvalidArgument("unexpected frame type " + std::to_string(static_cast<int>(fr->type)) +
+                             " in a differential sync");
+    }
+    CONTINUUM_ASSIGN_OR_RETURN(auto j, FrameJson(*fr));
+    CONTINUUM_ASSIGN_OR_RETURN(auto req, ParseDiffRequest(j, hello.size));
+    CONTINUUM_ASSIGN_OR_RETURN(auto sums, ServeDiffRequest(*rep.volume, req));
+    for (const auto& r : req.ranges) compared += r.length;
+    CONTINUUM_RETURN_IF_ERROR(WriteFrame(*conn, FrameType::kDiffSums,
+                                         {reinterpret_cast<const uint8_t*>(sums.data()), sums.size() * sizeof(uint64_t)}));
+  }
+}
+
+Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_name) {
+  // Every frame goes through the monitor: it notices a silent source (with
+  // heartbeats on) and serializes our ACKs with our heartbeats.
+  MonitoredConnection monitored(*raw_conn);
+  net::Connection* conn = &monitored;
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
-  if (f.type != FrameType::kHello && f.type != FrameType::kVerify) {
+  if (f.type != FrameType::kHello && f.type != FrameType::kVerify && f.type != FrameType::kDiff) {
     return InvalidArgument("expected a hello from " + conn->PeerName());
   }
   CONTINUUM_ASSIGN_OR_RETURN(auto j, FrameJson(f));
@@ -109,21 +142,34 @@ Status Receiver::ServeStream(net::Connection* conn, std::string* replica_name) {
     return FailedPrecondition("protocol version " + std::to_string(j.value("version", 0)) + " is not supported");
   }
   if (f.type == FrameType::kVerify) return ServeVerify(conn, hello, j);
+  if (f.type == FrameType::kDiff) return ServeDiff(conn, hello);
   CONTINUUM_ASSIGN_OR_RETURN(auto rep, provider_->Attach(hello));
   *replica_name = rep.name;
   auto vol = rep.volume;
   CONTINUUM_RETURN_IF_ERROR(vol->Flush());
   uint64_t durable = vol->LastSeq();
-  CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(
-      *conn, FrameType::kHelloAck, {{"replica", rep.name}, {"durable_seq", durable}, {"new", rep.created}}));
+  // Heartbeats only with a source that announced them (an older one would
+  // refuse the frame); the source chooses interval and timeout for both ends.
+  std::optional<Heartbeat> heartbeat;
+  HeartbeatOptions hb{.interval_ms = j.value("heartbeat_ms", 0), .timeout_ms = j.value("peer_timeout_ms", 0)};
+  nlohmann::json hello_ack{{"replica", rep.name}, {"durable_seq", durable}, {"new", rep.created}, {"diff", true}};
+  if (hb.interval_ms > 0 && hb.timeout_ms > 0) hello_ack["heartbeat_ms"] = hb.interval_ms;
+  CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHelloAck, hello_ack));
+  if (hb.interval_ms > 0 && hb.timeout_ms > 0) heartbeat.emplace(monitored, hb);
   provider_->Event(rep.name, "source_connected", "from " + conn->PeerName() + " at seq " + std::to_string(durable));
   for (;;) {
     auto fr = ReadFrame(*conn);
     if (!fr.ok()) {
+      if (std::string why = monitored.expired(); !why.empty()) {
+        provider_->Event(rep.name, "source_lost", why);
+        return Status::Ok();
+      }
       if (fr.status().code() == StatusCode::kUnavailable) return Status::Ok();  // source went away
       return fr.status();
     }
     switch (fr->type) {
+      case FrameType::kHeartbeat:
+        break;
       case FrameType::kRecords: {
         if (fr->flags & kFrameCodecMask) {
           CONTINUUM_ASSIGN_OR_RETURN(fr->payload, Decode(fr->flags, fr->payload, kMaxFramePayload));

@@ -9,7 +9,9 @@
 #include "continuum/io/file.h"
 #include "continuum/journal/log_reader.h"
 #include "continuum/net/tls.h"
+#include "continuum/replication/diff_sync.h"
 #include "continuum/replication/frame.h"
+#include "continuum/replication/heartbeat.h"
 #include "continuum/replication/token_bucket.h"
 
 namespace continuum::replication {
@@ -19,6 +21,8 @@ constexpr size_t kBatchBytes = 4u << 20;
 constexpr size_t kBatchRecords = 512;
 // resync_last_ of a window whose last record is not known in advance.
 constexpr uint64_t kOpenEnded = UINT64_MAX;
+// resync_last_ while a differential sync is still comparing (diff_sync.h).
+constexpr uint64_t kDiffPending = UINT64_MAX - 1;
 
 bool AllZero(std::span<const uint8_t> d) {
   return std::all_of(d.begin(), d.end(), [](uint8_t b) { return b == 0; });
@@ -48,7 +52,7 @@ nlohmann::json TargetStatus::ToJson() const {
           {"lag_bytes", lag_bytes}, {"lag_seconds", lag_seconds}, {"rate", rate_bytes_per_s},
           {"resyncing", resyncing}, {"replica", replica},   {"last_error", last_error},
           {"compress", compress},   {"bandwidth", bandwidth}, {"bytes_sent", bytes_sent},
-          {"wire_bytes", wire_bytes}};
+          {"wire_bytes", wire_bytes}, {"peer_timeout_ms", peer_timeout_ms}, {"diff_sync", diff_sync}};
 }
 
 Result<std::unique_ptr<TargetSender>> TargetSender::Start(std::shared_ptr<volume::Volume> volume,
@@ -94,6 +98,7 @@ void TargetSender::LoadState() {
   resync_last_ = j.value("resync_last", 0ull);
   resync_done_at_ = j.value("resync_done_at", 0ull);
   replica_ = j.value("replica", "");
+  target_state_known_ = !replica_.empty();  // talked to it before: its durable seq is ours
 }
 
 void TargetSender::SaveState() {
@@ -102,7 +107,8 @@ void TargetSender::SaveState() {
     std::lock_guard lock(mu_);
     j = {{"address", opts_.address}, {"mode", ModeName(opts_.mode)}, {"acked_seq", acked_},
          {"resync_active", resync_active_}, {"resync_first", resync_first_}, {"resync_last", resync_last_}, {"resync_done_at", resync_done_at_},
-         {"replica", replica_}, {"compress", CodecName(opts_.compress)}, {"bandwidth", opts_.bandwidth}};
+         {"replica", replica_}, {"compress", CodecName(opts_.compress)}, {"bandwidth", opts_.bandwidth},
+         {"peer_timeout_ms", opts_.heartbeat.timeout_ms}};
   }
   io::WriteFileAtomic(opts_.state_path, j.dump() + "\n").IgnoreError();
 }
@@ -135,11 +141,17 @@ void TargetSender::Run() {
 }
 
 Status TargetSender::Session() {
-  SetState("connecting");
-  CONTINUUM_ASSIGN_OR_RETURN(auto conn, net::Dial(opts_.address, opts_.tls));
+  {
+    // While reconnecting, keep showing "disconnected" and why.
+    std::lock_guard lock(mu_);
+    if (state_ != "disconnected") state_ = "connecting";
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto raw_conn, net::Dial(opts_.address, opts_.tls));
+  MonitoredConnection monitored(*raw_conn);  // heartbeats and the peer timeout (heartbeat.h)
+  net::Connection* conn = &monitored;
   {
     std::lock_guard lock(mu_);
-    conn_ = conn.get();
+    conn_ = raw_conn.get();
   }
   struct Reset {
     TargetSender* s;
@@ -153,7 +165,9 @@ Status TargetSender::Session() {
   CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHello,
                                            {{"version", kProtocolVersion}, {"source", opts_.source_name},
                                             {"volume", opts_.volume}, {"size", cfg.size},
-                                            {"block_size", cfg.block_size}, {"last_seq", volume_->LastSeq()}}));
+                                            {"block_size", cfg.block_size}, {"last_seq", volume_->LastSeq()},
+                                            {"heartbeat_ms", opts_.heartbeat.interval_ms},
+                                            {"peer_timeout_ms", opts_.heartbeat.timeout_ms}}));
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
   if (f.type == FrameType::kError) {
     auto j = FrameJson(f);
@@ -163,6 +177,8 @@ Status TargetSender::Session() {
   CONTINUUM_ASSIGN_OR_RETURN(auto ack, FrameJson(f));
   uint64_t durable = ack.value("durable_seq", 0ull);
   bool fresh = ack.value("new", false);
+  target_fresh_ = fresh;
+  target_can_diff_ = ack.value("diff", false);
   {
     std::lock_guard lock(mu_);
     replica_ = ack.value("replica", "");
@@ -171,7 +187,12 @@ Status TargetSender::Session() {
     inflight_bytes_ = 0;
   }
   Emit("target_connected", "replica " + replica_ + " has seq " + std::to_string(durable));
-  return StreamLoop(*conn);
+  std::optional<Heartbeat> heartbeat;  // only with a target that answers them (HELLO_ACK heartbeat_ms)
+  if (ack.contains("heartbeat_ms")) heartbeat.emplace(monitored, opts_.heartbeat);
+  Status st = StreamLoop(*conn);
+  StopDiffSync();
+  if (std::string why = monitored.expired(); !why.empty()) return Unavailable(why);
+  return st;
 }
 
 Status TargetSender::StreamLoop(net::Connection& conn) {
@@ -183,9 +204,17 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     durable = acked_;
   }
   auto reader = journal::LogReader::Open(volume_->write_log(), durable);
-  bool need_full = durable == 0 || !reader.ok();
+  // A target whose state we do not know (a new `replicate` to an existing
+  // replica) is compared as a whole, even when the log seems to reach back.
+  bool need_full = durable == 0 || !reader.ok() || !target_state_known_;
   if (!reader.ok() && reader.status().code() != StatusCode::kOutOfRange) return reader.status();
-  if (need_full && !(resync_active_ && durable + 1 >= resync_first_ && reader.ok())) {
+  bool diff_started = false;
+  if (need_full && UseDiffSync(durable, reader.ok())) {
+    CONTINUUM_ASSIGN_OR_RETURN(uint64_t before, BeginDiffSync(conn, durable));
+    CONTINUUM_ASSIGN_OR_RETURN(reader, journal::LogReader::Open(volume_->write_log(), before));
+    diff_started = fresh_resync = true;
+  }
+  if (need_full && !diff_started && !(resync_active_ && durable + 1 >= resync_first_ && reader.ok())) {
     // The target is new, or the write log no longer reaches back to it: send
     // every block as of now (resync records), then keep streaming.
     uint64_t before = volume_->LastSeq();
@@ -224,6 +253,8 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncDone, done));
     }
   }
+  ResumeDiffSync();
+  target_state_known_ = true;
   cursor_->acked = std::min<uint64_t>(cursor_->acked.load(), durable);
   SetState("streaming");
   {
@@ -246,6 +277,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
   std::vector<uint8_t> buf;
   std::shared_ptr<const io::AlignedBuffer> ring_data;
   while (!stop_) {
+    CONTINUUM_RETURN_IF_ERROR(PollSession(conn, (*reader)->last_seq(), consistent_at));
     batch.clear();
     size_t count = 0;
     bool resync_done = false;
@@ -435,7 +467,7 @@ Status TargetSender::WaitDurable(uint64_t seq) {
 
 TargetStatus TargetSender::GetStatus() const {
   TargetStatus s;
-  std::lock_guard lock(mu_);
+  std::unique_lock lock(mu_);
   s.address = opts_.address;
   s.state = state_;
   s.mode = ModeName(opts_.mode);
@@ -443,12 +475,7 @@ TargetStatus TargetSender::GetStatus() const {
   s.acked_seq = acked_;
   s.last_seq = volume_->LastSeq();
   s.lag_bytes = inflight_bytes_;
-  int64_t last_ts = volume_->LastTimestamp();
-  if (!inflight_.empty()) {
-    s.lag_seconds = static_cast<double>(last_ts - inflight_.front().ts_ns) / 1e9;
-  } else if (s.acked_seq < s.last_seq) {
-    s.lag_seconds = -1;  // unknown until the records are read
-  }
+  const int64_t oldest_inflight_ts = inflight_.empty() ? 0 : inflight_.front().ts_ns;
   s.rate_bytes_per_s = rate_;
   s.resyncing = resync_active_;
   s.replica = replica_;
@@ -457,6 +484,10 @@ TargetStatus TargetSender::GetStatus() const {
   s.bandwidth = opts_.bandwidth;
   s.bytes_sent = bytes_sent_;
   s.wire_bytes = wire_bytes_;
+  s.peer_timeout_ms = opts_.heartbeat.timeout_ms;
+  s.diff_sync = DiffSyncJsonLocked();
+  lock.unlock();
+  s.lag_seconds = LagSeconds(s.acked_seq, s.last_seq, oldest_inflight_ts);
   return s;
 }
 

@@ -18,6 +18,18 @@ Result<PackEntry> PackWriter::Add(BlobType type, const BlobId& id, std::span<con
   return *e;
 }
 
+Result<PackEntry> PackWriter::AddStored(PackEntry e, std::span<const uint8_t> stored) {
+  if (buf_.size() != data_end_) Unfinish();
+  if (entries_.size() >= kMaxBlobsPerPack) return FailedPrecondition("pack is full: seal it first");
+  if (stored.size() != e.stored_len) return Internal("stored blob length differs from its entry");
+  e.offset = buf_.size();
+  buf_.insert(buf_.end(), stored.begin(), stored.end());
+  data_end_ = buf_.size();
+  by_id_.emplace(e.id, entries_.size());
+  entries_.push_back(e);
+  return e;
+}
+
 const PackEntry* PackWriter::Find(const BlobId& id) const {
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : &entries_[it->second];

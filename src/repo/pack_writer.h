@@ -19,6 +19,9 @@ class PackWriter {
   PackWriter(BlobCodec* codec, Crypto* crypto);
 
   Result<PackEntry> Add(BlobType type, const BlobId& id, std::span<const uint8_t> data);
+  // Appends a blob another BlobCodec already encoded (`e.offset` is ignored and
+  // set to where it lands), so compression and encryption can run on workers.
+  Result<PackEntry> AddStored(PackEntry e, std::span<const uint8_t> stored);
   const PackEntry* Find(const BlobId& id) const;
   std::span<const uint8_t> Stored(const PackEntry& e) const { return {buf_.data() + e.offset, e.stored_len}; }
 

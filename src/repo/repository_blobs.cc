@@ -23,6 +23,22 @@ Result<BlobId> Repository::Put(BlobType type, std::span<const uint8_t> data) {
   return id;
 }
 
+Status Repository::AddEncoded(const PackEntry& entry, std::span<const uint8_t> stored) {
+  CONTINUUM_RETURN_IF_ERROR(Refresh());
+  auto& s = *s_;
+  if (s.index.Has(entry.id) || s.pack->Find(entry.id)) {
+    ++stats_.blobs_deduplicated;
+    return Status::Ok();
+  }
+  if (s.pack->empty()) s.pack->Reserve(s.options.pack_target_bytes + stored.size() + (1u << 20));
+  CONTINUUM_RETURN_IF_ERROR(s.pack->AddStored(entry, stored).status());
+  ++stats_.blobs_new;
+  stats_.raw_bytes_new += entry.raw_len;
+  stats_.stored_bytes_new += stored.size();
+  if (s.pack->bytes() >= s.options.pack_target_bytes) return SealPack();
+  return Status::Ok();
+}
+
 bool Repository::Has(const BlobId& id) const { return s_->index.Has(id) || s_->pack->Find(id) != nullptr; }
 
 Result<std::vector<uint8_t>> Repository::Get(const BlobId& id) {

@@ -143,6 +143,27 @@ Status ChangeTracker::Create(const std::string& base, uint64_t seq) {
   return Status::Ok();
 }
 
+Result<uint64_t> ChangeTracker::Create(const std::string& base, const std::function<uint64_t()>& seq_now) {
+  if (!ValidName(base)) {
+    return InvalidArgument("invalid bitmap name '" + base + "': use letters, digits, '-', '_' and '.'");
+  }
+  {
+    std::lock_guard lock(mu_);
+    Bitmap bm;
+    bm.base_seq = UINT64_MAX;
+    bm.words.assign((Bits() + 63) / 64, 0);
+    bitmaps_[base] = std::move(bm);
+  }
+  // Not under mu_: seq_now takes the volume's lock, and Mark runs outside it.
+  const uint64_t seq = seq_now();
+  std::lock_guard lock(mu_);
+  auto it = bitmaps_.find(base);
+  if (it == bitmaps_.end()) return FailedPrecondition("changed-block bitmap '" + base + "' was removed while being created");
+  it->second.base_seq = seq;
+  CONTINUUM_RETURN_IF_ERROR(SaveOne(base, &it->second, seq));
+  return seq;
+}
+
 Status ChangeTracker::Remove(const std::string& base) {
   std::lock_guard lock(mu_);
   if (bitmaps_.erase(base) == 0) return NotFound("no changed-block bitmap '" + base + "'");

@@ -33,6 +33,7 @@ class ReplicationManager {
     std::string mode;      // sync, async, adaptive
     std::string compress;  // zstd, lz4, none
     std::string bandwidth; // bytes/s with K/M/G suffix; empty or 0 = unlimited
+    std::string peer_timeout;  // seconds without a frame from the target before it counts as gone; default 5
   };
   Result<nlohmann::json> Replicate(const std::string& volume, const ReplicateRequest& req);
   Status Unreplicate(const std::string& volume, const std::string& to);
@@ -44,7 +45,7 @@ class ReplicationManager {
 
  private:
   Status StartSender(const std::string& volume, const std::string& to, replication::Mode mode,
-                     replication::Codec compress, uint64_t bandwidth);
+                     replication::Codec compress, uint64_t bandwidth, int peer_timeout_ms = 0);
   void InstallWaiter(const std::string& volume);
   std::string StatePath(const std::string& volume, const std::string& to) const;
 
@@ -67,6 +68,7 @@ class ServerReplicaProvider : public replication::ReplicaProvider {
   void Event(const std::string& replica, const std::string& kind, const std::string& msg) override;
   Result<std::vector<uint64_t>> ReplicaChecksums(const replication::HelloInfo& hello, uint64_t seq,
                                                  uint64_t range_bytes) override;
+  Result<Replica> LiveReplica(const replication::HelloInfo& hello) override;
 
  private:
   VolumeManager* volumes_;

@@ -3,6 +3,7 @@
 #include <string>
 #include <vector>
 
+#include "continuum/backup/chain.h"
 #include "continuum/backup/point_info.h"
 #include "continuum/backup/progress.h"
 #include "continuum/common/result.h"
@@ -16,6 +17,15 @@ struct PathBackupOptions {
   // against the absolute path (and excluding a directory excludes its contents).
   std::vector<std::string> excludes;
   std::vector<std::string> tags;
+  // full reads every file. incremental (the default) and differential take
+  // the previous point of the same sources (any kind), respectively the newest
+  // full one, as parent (chain.h) and reuse the parent's chunk list for every
+  // regular file whose size, mtime, ctime and inode number are unchanged,
+  // without opening it (a content or xattr change moves ctime). Without such a
+  // parent the point is full. Every point stays complete either way.
+  BackupKind kind = BackupKind::kIncremental;
+  // Workers that compress and encrypt (0: one per CPU); see repo::BlobPipeline.
+  size_t threads = 0;
 };
 
 // Walks the sources without following symlinks or crossing into other

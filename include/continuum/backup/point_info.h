@@ -22,7 +22,12 @@ struct PointInfo {
   repo::ManifestId id;
   int64_t time_ns = 0;
   PointType type = PointType::kImage;
-  std::string kind = "full";  // only full points exist so far
+  // "full", "incremental" (taken against the previous point of the same
+  // source) or "differential" (against the newest full of the source). Every
+  // point is still a complete map: the kind only says what was read.
+  std::string kind = "full";
+  std::string parent;  // hex id of the point this one was taken against; "" for full points
+  std::string full;    // hex id of the full point whose chain this is; "" for full points
   std::vector<std::string> sources;  // absolute paths
   std::string host;
   std::vector<std::string> tags;
@@ -34,6 +39,16 @@ struct PointInfo {
   uint32_t chunk_size = 0;      // image points: fixed chunk size
   int64_t duration_ns = 0;
   uint64_t warnings = 0;        // entries that could not be read (path points)
+  // Volume points (`backup volume`): where in the volume's history the point
+  // was taken and which changed-block bitmaps track the changes since it.
+  struct Volume {
+    std::string name;         // empty: not a volume point
+    uint64_t seq = 0;         // the bookmark's seq; the point holds the volume as of it
+    std::string bookmark;     // the bookmark's label
+    std::string bitmap;       // bitmap base with every change after `seq` ("" none)
+    std::string full_bitmap;  // full points: the same, kept for later differentials
+    std::string read;         // "changed" (only bitmap regions) or "all"
+  } volume;
   // Not part of the payload: a pin is a separate file (docs/format/backup.md,
   // "Pins"), so pinning does not change the point's id. Set by ListPoints.
   bool pinned = false;

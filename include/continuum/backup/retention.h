@@ -30,17 +30,20 @@ Result<CalendarSpan> ParseCalendarSpan(const std::string& text);
 // have points (local time), and so on for ISO weeks, months and years;
 // keep_within keeps every point younger than the span, measured back from the
 // group's newest point. A point is kept if any rule keeps it. Pinned points are
-// always kept and use up no rule's slots.
+// always kept and use up no rule's slots. keep_chains keeps every point of the
+// N newest chains of the group (a chain is a full point and the points taken
+// against it, ChainOf; chains are ordered by their newest point).
 struct RetentionPolicy {
   uint32_t keep_last = 0;
   uint32_t keep_daily = 0;
   uint32_t keep_weekly = 0;
   uint32_t keep_monthly = 0;
   uint32_t keep_yearly = 0;
+  uint32_t keep_chains = 0;
   CalendarSpan keep_within;
   bool empty() const {
     return keep_last == 0 && keep_daily == 0 && keep_weekly == 0 && keep_monthly == 0 && keep_yearly == 0 &&
-           keep_within.empty();
+           keep_chains == 0 && keep_within.empty();
   }
 };
 
@@ -48,7 +51,7 @@ struct RetentionDecision {
   PointInfo point;
   std::string group;
   bool keep = false;
-  std::vector<std::string> reasons;  // "pinned", "last", "daily", "weekly", "monthly", "yearly", "within"
+  std::vector<std::string> reasons;  // "pinned", "last", "daily", "weekly", "monthly", "yearly", "within", "chain"
 };
 
 // The grouping key of a point: "<type> <host> <sources joined by ','>".

@@ -27,6 +27,10 @@ enum class FrameType : uint16_t {
   kError = 7,        // either way, JSON {"code", "message"}; the sender closes after it
   kVerify = 8,       // source -> target on its own connection, JSON {.., "seq", "range_bytes"}
   kVerifySums = 9,   // target -> source, u64 XXH3 per range of the replica as of "seq"
+  kHeartbeat = 10,   // either way on a stream connection, empty payload: "still here"
+  kDiff = 11,        // source -> target on its own connection, JSON like kHello: differential sync
+  kDiffRequest = 12, // source -> target, JSON {"range_bytes", "ranges": [[offset, length], ...]}
+  kDiffSums = 13,    // target -> source, u64 XXH3 per range piece of the live replica
 };
 
 inline constexpr uint32_t kFrameMagic = 0x31505243;  // "CRP1"
@@ -39,6 +43,8 @@ struct Frame {
   std::vector<uint8_t> payload;
 };
 
+// The bytes of one frame (header and payload), as WriteFrame sends them.
+std::vector<uint8_t> EncodeFrame(FrameType type, std::span<const uint8_t> payload, uint16_t flags = 0);
 Status WriteFrame(net::Connection& conn, FrameType type, std::span<const uint8_t> payload, uint16_t flags = 0);
 Status WriteJsonFrame(net::Connection& conn, FrameType type, const nlohmann::json& j);
 // Reads one frame; a bad checksum or size is kDataLoss naming the peer.

@@ -48,6 +48,12 @@ class ReplicaProvider {
                                                          uint64_t range_bytes) {
     return FailedPrecondition("this target does not support verify");
   }
+  // Differential sync: the existing replica of `hello`'s volume, to read as it
+  // is now while its stream goes on. Refuses a replica that does not exist or
+  // has another size.
+  virtual Result<Replica> LiveReplica(const HelloInfo& hello) {
+    return FailedPrecondition("this target does not support differential sync");
+  }
 };
 
 // Accepts replication connections and applies their write streams to
@@ -68,6 +74,7 @@ class Receiver {
   void Serve(net::Connection* conn);
   Status ServeStream(net::Connection* conn, std::string* replica_name);
   Status ServeVerify(net::Connection* conn, const HelloInfo& hello, const nlohmann::json& request);
+  Status ServeDiff(net::Connection* conn, const HelloInfo& hello);
 
   std::unique_ptr<net::Listener> listener_;
   ReplicaProvider* provider_;

@@ -14,9 +14,13 @@
 #include "continuum/net/connection.h"
 #include "continuum/net/tls_options.h"
 #include "continuum/replication/codec.h"
+#include "continuum/replication/heartbeat.h"
 #include "continuum/volume/volume.h"
 
 namespace continuum::replication {
+
+class DiffSync;
+struct DiffSyncProgress;
 
 enum class Mode { kSync, kAsync, kAdaptive };
 Result<Mode> ParseMode(const std::string& s);
@@ -33,6 +37,7 @@ struct TargetOptions {
   uint64_t window_bytes = 64ull << 20;        // unacknowledged bytes in flight
   Codec compress = Codec::kNone;              // RECORDS payloads (kept plain when they do not shrink)
   uint64_t bandwidth = 0;                     // bytes/s on the wire for this target; 0 = unlimited
+  HeartbeatOptions heartbeat;                 // idle interval and peer timeout (both ends)
 };
 
 struct TargetStatus {
@@ -43,7 +48,7 @@ struct TargetStatus {
   uint64_t acked_seq = 0;
   uint64_t last_seq = 0;
   uint64_t lag_bytes = 0;
-  double lag_seconds = 0;
+  double lag_seconds = 0;      // age of the oldest write the target has not acknowledged; 0 caught up
   double rate_bytes_per_s = 0;
   bool resyncing = false;
   std::string replica;
@@ -52,6 +57,8 @@ struct TargetStatus {
   uint64_t bandwidth = 0;      // configured limit in bytes/s, 0 = unlimited
   uint64_t bytes_sent = 0;     // record bytes shipped (before compression), this process
   uint64_t wire_bytes = 0;     // the same on the wire (after compression)
+  int peer_timeout_ms = 0;     // a target silent this long is disconnected
+  nlohmann::json diff_sync;    // null, or the last differential sync's progress (diff_sync.h)
   nlohmann::json ToJson() const;
 };
 
@@ -91,6 +98,22 @@ class TargetSender {
   void SaveState();
   void SetState(const std::string& state, const std::string& error = "");
   void Emit(const std::string& kind, const std::string& msg);
+  // Differential sync hooks (target_sender_sync.cc), all on the sender thread.
+  bool UseDiffSync(uint64_t durable, bool log_reaches_back) const;
+  // Opens a resync window after the volume's newest seq, starts comparing and
+  // returns that seq (the stream continues after it).
+  Result<uint64_t> BeginDiffSync(net::Connection& conn, uint64_t durable);
+  // Restarts the comparison of a window left open by an earlier session.
+  void ResumeDiffSync();
+  // Once per stream-loop turn: ends the session when the ack thread found the
+  // connection dead (an idle stream would not notice otherwise) or the
+  // comparison hit a network error; closes a differential sync's window once
+  // the comparison is done and the stream has shipped past it.
+  Status PollSession(net::Connection& conn, uint64_t shipped_through, uint64_t consistent_at);
+  void StopDiffSync();
+  nlohmann::json DiffSyncJsonLocked() const;  // REQUIRES: mu_ held
+  // RPO now: age of the oldest write not acknowledged by the target.
+  double LagSeconds(uint64_t acked, uint64_t last, int64_t oldest_inflight_ts) const;
 
   std::shared_ptr<volume::Volume> volume_;
   TargetOptions opts_;
@@ -115,6 +138,16 @@ class TargetSender {
   double rate_ = 0;                     // GUARDED_BY(mu_)
   uint64_t bytes_sent_ = 0, wire_bytes_ = 0;  // GUARDED_BY(mu_)
   int64_t last_save_ns_ = 0;
+  // Sender thread only: what the target said in its HELLO_ACK, and whether
+  // its durable seq is known to be in our seq space (we streamed to it before).
+  bool target_fresh_ = false;
+  bool target_can_diff_ = false;
+  bool target_state_known_ = false;
+  std::shared_ptr<DiffSync> diff_;       // GUARDED_BY(mu_); created and reset by the sender thread
+  nlohmann::json diff_last_;             // GUARDED_BY(mu_): progress of the last finished one
+  mutable std::mutex lag_mu_;            // guards the cache below (ts of the first unshipped record)
+  mutable uint64_t lag_cache_seq_ = 0;   // GUARDED_BY(lag_mu_)
+  mutable int64_t lag_cache_ts_ = 0;     // GUARDED_BY(lag_mu_)
   net::Connection* conn_ = nullptr;     // GUARDED_BY(mu_): for Stop to unblock
 };
 

@@ -25,6 +25,7 @@ class LockManager;
 class MasterIndex;
 class PackWriter;
 struct IndexPack;
+struct PackEntry;
 
 // Counters of this Repository object since Open (metrics for the backup layer).
 struct RepositoryStats {
@@ -126,8 +127,15 @@ class Repository {
   Backend& backend() { return *backend_; }
 
  private:
+  // Parallel writers and readers of this Repository (blob_pipeline.h,
+  // blob_prefetcher.h): they touch the state only on the owner thread.
+  friend class BlobPipeline;
+  friend class BlobPrefetcher;
   struct State;
   Repository();
+  // Appends a blob encoded elsewhere (a pipeline worker) to the current pack;
+  // seals the pack when it is full. Dedup was checked by the caller.
+  Status AddEncoded(const PackEntry& entry, std::span<const uint8_t> stored);
   Status LoadIndex(MasterIndex* index, std::vector<FileId>* files, std::vector<std::string>* problems);
   Status SealPack();
   Status WriteIndex(std::vector<IndexPack> packs, std::vector<FileId> supersedes);

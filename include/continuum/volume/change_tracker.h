@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -35,6 +36,12 @@ class ChangeTracker {
 
   // Starts (or restarts) a bitmap named `base` that is empty at `seq`.
   Status Create(const std::string& base, uint64_t seq);
+  // The same, but the base seq is `seq_now()` called once the bitmap is
+  // tracking: pass the newest admitted seq, so every write with a larger seq
+  // is marked (a write marked before the bitmap existed was admitted before
+  // the call). Until it is known the base seq is UINT64_MAX (never valid as a
+  // base). Returns the base seq.
+  Result<uint64_t> Create(const std::string& base, const std::function<uint64_t()>& seq_now);
   Status Remove(const std::string& base);
   Result<std::vector<ChangedExtent>> Changes(const std::string& base) const;
   struct Info {

@@ -137,6 +137,130 @@ TEST_F(PathBackupTest, RestoreReplacesPlantedSymlinksInsteadOfFollowingThem) {
   EXPECT_EQ(ReadFile(to / "src" / "big.bin"), ReadFile(src_ / "big.bin"));
 }
 
+// Every entry under `a` has an equal twin under `b`: type, mode, owner, mtime,
+// size, content, symlink target, xattrs; and `b` has nothing more.
+void ExpectSameTree(const fs::path& a, const fs::path& b) {
+  size_t n = 0;
+  for (auto it = fs::recursive_directory_iterator(a); it != fs::recursive_directory_iterator(); ++it) {
+    fs::path rel = it->path().lexically_relative(a);  // relative() would resolve symlinks
+    struct stat sa = Lstat(it->path()), sb = Lstat(b / rel);
+    EXPECT_EQ(sa.st_mode, sb.st_mode) << rel;
+    EXPECT_EQ(sa.st_uid, sb.st_uid) << rel;
+    EXPECT_EQ(sa.st_gid, sb.st_gid) << rel;
+    EXPECT_EQ(sa.st_mtim.tv_sec, sb.st_mtim.tv_sec) << rel;
+    EXPECT_EQ(sa.st_mtim.tv_nsec, sb.st_mtim.tv_nsec) << rel;
+    if (S_ISREG(sa.st_mode)) {
+      EXPECT_EQ(sa.st_size, sb.st_size) << rel;
+      EXPECT_EQ(ReadFile(it->path()), ReadFile(b / rel)) << rel;
+    }
+    if (S_ISLNK(sa.st_mode)) EXPECT_EQ(fs::read_symlink(it->path()), fs::read_symlink(b / rel)) << rel;
+    char va[64] = {}, vb[64] = {};
+    ssize_t la = ::lgetxattr(it->path().c_str(), "user.note", va, sizeof(va));
+    ssize_t lb = ::lgetxattr((b / rel).c_str(), "user.note", vb, sizeof(vb));
+    EXPECT_EQ(la, lb) << rel;
+    if (la > 0) EXPECT_EQ(std::string(va, la), std::string(vb, lb)) << rel;
+    ++n;
+  }
+  size_t m = 0;
+  for (auto it = fs::recursive_directory_iterator(b); it != fs::recursive_directory_iterator(); ++it) ++m;
+  EXPECT_EQ(n, m);
+}
+
+TEST_F(PathBackupTest, IncrementalReusesUnchangedFilesWithoutReadingThem) {
+  MakeTree();
+  auto p1 = BackupPaths(*repo_, {.sources = {src_.string()}});
+  ASSERT_TRUE(p1.ok()) << p1.status().ToString();
+  EXPECT_EQ(p1->kind, "full");  // the first point of a source
+  EXPECT_GT(p1->bytes_read, 3u << 20);
+  auto p2 = BackupPaths(*repo_, {.sources = {src_.string()}});
+  ASSERT_TRUE(p2.ok()) << p2.status().ToString();
+  EXPECT_EQ(p2->kind, "incremental");
+  EXPECT_EQ(p2->parent, p1->id.Hex());
+  EXPECT_EQ(p2->full, p1->id.Hex());
+  // Every regular file was unchanged (the hard-linked pair shares one inode).
+  EXPECT_EQ(p2->bytes_read, 0u);
+  EXPECT_EQ(p2->new_raw_bytes, 0u);
+  EXPECT_EQ(p2->size, p1->size);
+  // --kind full reads everything again, and is the base of differentials.
+  auto p3 = BackupPaths(*repo_, {.sources = {src_.string()}, .kind = BackupKind::kFull});
+  ASSERT_TRUE(p3.ok());
+  EXPECT_EQ(p3->kind, "full");
+  EXPECT_EQ(p3->parent, "");
+  EXPECT_EQ(p3->bytes_read, p1->bytes_read);
+  WriteFile(src_ / "sub" / "new.txt", {'n'});
+  auto p4 = BackupPaths(*repo_, {.sources = {src_.string()}});
+  ASSERT_TRUE(p4.ok());
+  auto p5 = BackupPaths(*repo_, {.sources = {src_.string()}, .kind = BackupKind::kDifferential});
+  ASSERT_TRUE(p5.ok());
+  EXPECT_EQ(p5->kind, "differential");
+  EXPECT_EQ(p5->parent, p3->id.Hex());  // the last full, not the previous point
+  EXPECT_EQ(p5->bytes_read, 1u);        // only new.txt is not in the full
+
+  auto to = dir_ / "out";
+  auto rep = Restore(*repo_, *p5, {.target = to.string(), .verify = true});
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  ExpectSameTree(src_, to / "src");
+}
+
+TEST_F(PathBackupTest, SameSizeAndMtimeButNewCtimeIsReadAgain) {
+  MakeTree();
+  auto p1 = BackupPaths(*repo_, {.sources = {src_.string()}});
+  ASSERT_TRUE(p1.ok());
+  // New content of the same size, then mtime set back to what it was (as
+  // tar, rsync -t or touch -d would): only ctime tells.
+  fs::path f = src_ / "big.bin";
+  struct stat before = Lstat(f);
+  auto changed = ReadFile(f);
+  changed[12345] ^= 0xff;
+  int fd = ::open(f.c_str(), O_WRONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(::pwrite(fd, changed.data() + 12345, 1, 12345), 1);
+  ::close(fd);
+  struct timespec ts[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, f.c_str(), ts, 0), 0);
+  struct stat after = Lstat(f);
+  ASSERT_EQ(after.st_size, before.st_size);
+  ASSERT_EQ(after.st_mtim.tv_nsec, before.st_mtim.tv_nsec);
+  // A changed xattr alone also moves ctime only.
+  ASSERT_EQ(::setxattr((src_ / "sub" / "small.txt").c_str(), "user.note", "v2", 2, 0), 0);
+
+  auto p2 = BackupPaths(*repo_, {.sources = {src_.string()}});
+  ASSERT_TRUE(p2.ok());
+  EXPECT_EQ(p2->kind, "incremental");
+  EXPECT_EQ(p2->bytes_read, (3u << 20) + 3u);  // big.bin and small.txt (with its hard link), nothing else
+  auto to = dir_ / "out";
+  ASSERT_TRUE(Restore(*repo_, *p2, {.target = to.string()}).ok());
+  EXPECT_EQ(ReadFile(to / "src" / "big.bin"), changed);
+  ExpectSameTree(src_, to / "src");
+}
+
+TEST_F(PathBackupTest, ManyFilesAndHardLinksRestoreThroughThePrefetcher) {
+  // More files than the restore keeps pending, hard links far apart, and
+  // directories whose metadata is applied before their files' content.
+  src_ = dir_ / "many";
+  for (int d = 0; d < 6; ++d) {
+    fs::path sub = src_ / ("d" + std::to_string(d));
+    fs::create_directories(sub);
+    for (int i = 0; i < 60; ++i) {
+      WriteFile(sub / ("f" + std::to_string(i)), RandomBytes(static_cast<size_t>(i * 997 + d), d * 100 + i));
+    }
+    SetTimes(sub, 1000 + d);
+  }
+  fs::create_hard_link(src_ / "d0" / "f7", src_ / "d5" / "link-to-d0-f7");
+  ASSERT_EQ(::chmod((src_ / "d3").c_str(), 0555), 0);
+  SetTimes(src_ / "d5", 99);
+  SetTimes(src_ / "d3", 77);
+  auto p = BackupPaths(*repo_, {.sources = {src_.string()}, .threads = 3});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  auto to = dir_ / "out";
+  auto rep = Restore(*repo_, *p, {.target = to.string(), .verify = true});
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  ExpectSameTree(src_, to / "many");
+  EXPECT_EQ(Lstat(to / "many" / "d5" / "link-to-d0-f7").st_ino, Lstat(to / "many" / "d0" / "f7").st_ino);
+  ::chmod((src_ / "d3").c_str(), 0755);
+  ::chmod((to / "many" / "d3").c_str(), 0755);
+}
+
 TEST_F(PathBackupTest, TwoSourcesWithTheSameNameAreRefused) {
   fs::create_directories(dir_ / "a" / "x");
   fs::create_directories(dir_ / "b" / "x");

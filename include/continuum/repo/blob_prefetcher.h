@@ -1,0 +1,50 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "continuum/common/result.h"
+#include "continuum/repo/blob_id.h"
+
+namespace continuum::repo {
+
+class Repository;
+
+struct BlobPrefetcherOptions {
+  // Workers that read, decrypt and decompress; 0: one per CPU, at least 4.
+  size_t threads = 0;
+  // Plaintext read ahead of the caller and not yet taken by Next. Queued blobs
+  // beyond it wait (only their ids are held), bounding memory.
+  size_t max_ahead_bytes = 64u << 20;
+};
+
+// Reads blobs ahead of a restore on worker threads (read, decrypt, decompress,
+// verify against the id) and hands them out in the order they were queued.
+// Same checks and errors as Repository::Get.
+//
+// Thread-safety: every method on the thread that owns the Repository; the
+// workers use only the backend (safe for concurrent reads) and their own codecs.
+class BlobPrefetcher {
+ public:
+  static Result<std::unique_ptr<BlobPrefetcher>> Create(Repository& repo, const BlobPrefetcherOptions& options = {});
+  ~BlobPrefetcher();
+  BlobPrefetcher(const BlobPrefetcher&) = delete;
+  BlobPrefetcher& operator=(const BlobPrefetcher&) = delete;
+
+  // Queues a blob. kNotFound (now) when the repository does not have it.
+  Status Enqueue(const BlobId& id);
+  // The oldest queued blob not yet returned; waits for its read. Errors as
+  // Repository::Get; kFailedPrecondition when nothing is queued.
+  Result<std::vector<uint8_t>> Next();
+  // Blobs queued and not yet returned by Next.
+  size_t queued() const;
+
+ private:
+  struct Impl;
+  explicit BlobPrefetcher(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace continuum::repo

@@ -1,0 +1,167 @@
+#include "continuum/repo/blob_prefetcher.h"
+
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <thread>
+
+#include "continuum/repo/repository.h"
+#include "repo/repository_state.h"
+
+namespace continuum::repo {
+namespace {
+
+// One queued blob. Everything but `done`, `data` and `dispatched` is set on
+// the owner thread before the job is visible to workers.
+struct Job {
+  BlobId id;
+  PackEntry entry;
+  std::string pack;                   // hex name; empty when `stored` holds the blob
+  std::vector<uint8_t> stored;        // a blob of the unsealed pack
+  Status status;
+  std::vector<uint8_t> data;
+  bool done = false;  // GUARDED_BY(Impl::mu)
+};
+
+}  // namespace
+
+struct BlobPrefetcher::Impl {
+  Impl(Repository& r, const BlobPrefetcherOptions& o) : repo(r), options(o) {}
+
+  ~Impl() {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      stop = true;
+    }
+    work_cv.notify_all();
+    for (auto& t : workers) t.join();
+  }
+
+  // A worker may start the next job while the bytes read ahead are under the
+  // limit; the job the caller waits for next always may.
+  bool CanDispatch() const { return next < jobs.size() && (next == 0 || ahead_bytes < options.max_ahead_bytes); }
+
+  void Work(Crypto* crypto) {
+    BlobCodec codec(crypto, 0);
+    Backend& backend = *repo.backend_;
+    for (;;) {
+      std::shared_ptr<Job> job;
+      {
+        std::unique_lock<std::mutex> lock(mu);
+        work_cv.wait(lock, [&] { return stop || CanDispatch(); });
+        if (stop) return;
+        job = jobs[next++];
+        ahead_bytes += job->entry.raw_len;
+      }
+      Result<std::vector<uint8_t>> data = std::vector<uint8_t>();
+      if (job->pack.empty()) {
+        data = codec.Decode(job->entry, job->stored, "unsealed pack");
+      } else {
+        auto stored = backend.ReadAt(FileKind::kPack, job->pack, job->entry.offset, job->entry.stored_len);
+        if (!stored.ok()) {
+          Status st = stored.status();
+          // A missing or truncated pack loses data: as Repository::Get says it.
+          if (st.code() == StatusCode::kNotFound || st.code() == StatusCode::kDataLoss) {
+            st = DataLoss("blob " + job->id.Hex() + ": " + st.message());
+          }
+          data = st;
+        } else {
+          data = codec.Decode(job->entry, *stored, "pack " + backend.Describe(FileKind::kPack, job->pack));
+        }
+      }
+      if (data.ok()) {
+        job->data = std::move(*data);
+      } else {
+        job->status = data.status();
+      }
+      std::vector<uint8_t>().swap(job->stored);
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        job->done = true;
+      }
+      done_cv.notify_all();
+    }
+  }
+
+  Repository& repo;
+  BlobPrefetcherOptions options;
+  std::vector<std::unique_ptr<Crypto>> cryptos;  // one per worker
+  std::vector<std::thread> workers;
+
+  mutable std::mutex mu;
+  std::condition_variable work_cv;
+  std::condition_variable done_cv;
+  std::deque<std::shared_ptr<Job>> jobs;  // GUARDED_BY(mu): queued, not yet taken by Next, in order
+  size_t next = 0;                        // GUARDED_BY(mu): jobs[0, next) are dispatched
+  size_t ahead_bytes = 0;                 // GUARDED_BY(mu): raw bytes of dispatched jobs
+  bool stop = false;                      // GUARDED_BY(mu)
+};
+
+BlobPrefetcher::BlobPrefetcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+BlobPrefetcher::~BlobPrefetcher() = default;
+
+Result<std::unique_ptr<BlobPrefetcher>> BlobPrefetcher::Create(Repository& repo, const BlobPrefetcherOptions& options) {
+  auto impl = std::make_unique<Impl>(repo, options);
+  // Reads wait on the disk more than on the CPU: at least 4 workers by default.
+  size_t n = options.threads ? options.threads : std::max(4u, std::thread::hardware_concurrency());
+  for (size_t i = 0; i < n; ++i) {
+    CONTINUUM_ASSIGN_OR_RETURN(auto crypto, Crypto::Create(repo.s_->crypto->key()));
+    impl->cryptos.push_back(std::move(crypto));
+  }
+  Impl* raw = impl.get();
+  for (size_t i = 0; i < n; ++i) {
+    Crypto* c = raw->cryptos[i].get();
+    raw->workers.emplace_back([raw, c] { raw->Work(c); });
+  }
+  return std::unique_ptr<BlobPrefetcher>(new BlobPrefetcher(std::move(impl)));
+}
+
+Status BlobPrefetcher::Enqueue(const BlobId& id) {
+  Impl& p = *impl_;
+  Repository& repo = p.repo;
+  // A long restore keeps its lock fresh, or a prune could judge it stale.
+  CONTINUUM_RETURN_IF_ERROR(repo.Refresh());
+  auto job = std::make_shared<Job>();
+  job->id = id;
+  if (const PackEntry* e = repo.s_->pack->Find(id)) {
+    job->entry = *e;
+    auto s = repo.s_->pack->Stored(*e);
+    job->stored.assign(s.begin(), s.end());
+  } else {
+    auto loc = repo.s_->index.Find(id);
+    if (!loc) return NotFound("blob " + id.Hex() + " is not in repository " + repo.location_);
+    job->entry = loc->entry;
+    job->pack = loc->pack.Hex();
+  }
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    p.jobs.push_back(std::move(job));
+  }
+  p.work_cv.notify_one();
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> BlobPrefetcher::Next() {
+  Impl& p = *impl_;
+  std::shared_ptr<Job> job;
+  {
+    std::unique_lock<std::mutex> lock(p.mu);
+    if (p.jobs.empty()) return FailedPrecondition("no blob is queued");
+    job = p.jobs.front();
+    p.done_cv.wait(lock, [&] { return job->done; });
+    p.jobs.pop_front();
+    --p.next;
+    p.ahead_bytes -= job->entry.raw_len;
+  }
+  p.work_cv.notify_all();
+  if (!job->status.ok()) return job->status;
+  return std::move(job->data);
+}
+
+size_t BlobPrefetcher::queued() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->jobs.size();
+}
+
+}  // namespace continuum::repo

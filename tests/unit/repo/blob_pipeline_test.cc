@@ -1,0 +1,183 @@
+// Covers src/repo/blob_pipeline.cc and blob_prefetcher.cc: parallel encoding
+// stores the same blobs in the same order as Repository::Put; the prefetcher
+// hands blobs out in queue order with Get's checks.
+#include "continuum/repo/blob_pipeline.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "continuum/repo/blob_prefetcher.h"
+#include "repo_test_util.h"
+
+namespace continuum::repo {
+namespace {
+
+namespace fs = std::filesystem;
+using testing::Pw;
+using testing::RandomBytes;
+using testing::TextBytes;
+
+class BlobPipelineTest : public testing::TempDirTest {
+ protected:
+  // Blobs of varied size and compressibility, with repeats (dedup inside the pipeline).
+  static std::vector<std::vector<uint8_t>> Blobs() {
+    std::vector<std::vector<uint8_t>> out;
+    for (uint64_t i = 0; i < 60; ++i) {
+      size_t n = 1000 + (i * 7919) % (96 << 10);
+      out.push_back(i % 3 == 0 ? RandomBytes(n, i) : TextBytes(n, i));
+      if (i % 10 == 9) out.push_back(out[i / 2]);
+    }
+    return out;
+  }
+
+  std::vector<uintmax_t> PackSizes(const fs::path& repo) {
+    std::vector<uintmax_t> sizes;
+    for (auto& e : fs::recursive_directory_iterator(repo / "data")) {
+      if (e.is_regular_file()) sizes.push_back(e.file_size());
+    }
+    std::sort(sizes.begin(), sizes.end());
+    return sizes;
+  }
+};
+
+TEST_F(BlobPipelineTest, SameBlobsAndPacksAsSequentialPut) {
+  // Two copies of one fresh repository share the keys, so ids and compressed
+  // sizes agree; equal pack sizes mean the blobs were packed in the same order.
+  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+  const fs::path a = dir_ / "a", b = dir_ / "b";
+  fs::copy(repo_, a, fs::copy_options::recursive);
+  fs::copy(repo_, b, fs::copy_options::recursive);
+  const auto blobs = Blobs();
+
+  auto ra = Repository::Open(a.string(), Pw(), testing::SmallPacks());
+  ASSERT_TRUE(ra.ok());
+  std::vector<BlobId> ids_a;
+  for (const auto& d : blobs) ids_a.push_back(*(*ra)->Put(BlobType::kData, d));
+  ASSERT_TRUE((*ra)->Flush().ok());
+
+  auto rb = Repository::Open(b.string(), Pw(), testing::SmallPacks());
+  ASSERT_TRUE(rb.ok());
+  std::vector<BlobId> ids_b;
+  {
+    auto p = BlobPipeline::Create(**rb, {.threads = 4, .max_pending_bytes = 200 << 10});
+    ASSERT_TRUE(p.ok());
+    for (const auto& d : blobs) {
+      auto id = (*p)->Put(BlobType::kData, d);
+      ASSERT_TRUE(id.ok()) << id.status().ToString();
+      ids_b.push_back(*id);
+    }
+    ASSERT_TRUE((*p)->Drain().ok());
+  }
+  ASSERT_TRUE((*rb)->Flush().ok());
+
+  EXPECT_EQ(ids_a, ids_b);
+  EXPECT_EQ((*ra)->stats().blobs_new, (*rb)->stats().blobs_new);
+  EXPECT_EQ((*ra)->stats().blobs_deduplicated, (*rb)->stats().blobs_deduplicated);
+  EXPECT_EQ((*ra)->stats().raw_bytes_new, (*rb)->stats().raw_bytes_new);
+  EXPECT_EQ((*ra)->stats().stored_bytes_new, (*rb)->stats().stored_bytes_new);
+  EXPECT_EQ((*ra)->stats().packs_written, (*rb)->stats().packs_written);
+  EXPECT_EQ(PackSizes(a), PackSizes(b));
+  for (size_t i = 0; i < blobs.size(); ++i) {
+    auto got = (*rb)->Get(ids_b[i]);
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, blobs[i]);
+  }
+  auto check = (*rb)->Check(/*read_data=*/true);
+  ASSERT_TRUE(check.ok());
+  EXPECT_TRUE(check->ok());
+}
+
+TEST_F(BlobPipelineTest, TreesFollowTheirRefsAndManifestsSave) {
+  auto r = InitAndOpen();
+  ASSERT_TRUE(r);
+  auto p = BlobPipeline::Create(*r, {.threads = 3});
+  ASSERT_TRUE(p.ok());
+  auto d1 = (*p)->Put(BlobType::kData, TextBytes(50000, 1));
+  auto d2 = (*p)->Put(BlobType::kData, RandomBytes(70000, 2));
+  ASSERT_TRUE(d1.ok() && d2.ok());
+  // Refs still in the pipeline count as stored; an unknown ref does not.
+  auto t = (*p)->PutTree({.refs = {*d1, *d2}, .payload = {1, 2, 3}});
+  ASSERT_TRUE(t.ok()) << t.status().ToString();
+  BlobId unknown;
+  unknown.bytes[0] = 7;
+  EXPECT_EQ((*p)->PutTree({.refs = {unknown}}).status().code(), StatusCode::kInvalidArgument);
+  ASSERT_TRUE((*p)->Drain().ok());
+  auto m = r->SaveManifest({.time_ns = 1, .roots = {*t}});
+  ASSERT_TRUE(m.ok()) << m.status().ToString();
+  r.reset();
+  auto again = Reopen();
+  auto blobs = again->ManifestBlobs(*m);
+  ASSERT_TRUE(blobs.ok()) << blobs.status().ToString();
+  EXPECT_EQ(blobs->size(), 3u);
+  EXPECT_EQ(*again->Get(*d2), RandomBytes(70000, 2));
+}
+
+TEST_F(BlobPipelineTest, UndrainedBlobsAreDroppedLikeACrash) {
+  auto r = InitAndOpen();
+  ASSERT_TRUE(r);
+  {
+    auto p = BlobPipeline::Create(*r);
+    ASSERT_TRUE(p.ok());
+    for (uint64_t i = 0; i < 20; ++i) ASSERT_TRUE((*p)->Put(BlobType::kData, RandomBytes(30000, i)).ok());
+  }  // destroyed without Drain: nothing dangles, the repository still opens and checks
+  r.reset();
+  auto again = Reopen();
+  auto check = again->Check(true);
+  ASSERT_TRUE(check.ok());
+  EXPECT_TRUE(check->ok());
+}
+
+TEST_F(BlobPipelineTest, PrefetcherReturnsBlobsInQueueOrder) {
+  auto r = InitAndOpen();
+  ASSERT_TRUE(r);
+  std::vector<BlobId> ids;
+  std::vector<std::vector<uint8_t>> data;
+  for (uint64_t i = 0; i < 40; ++i) {
+    data.push_back(i % 2 ? RandomBytes(20000 + i * 1000, i) : TextBytes(30000, i));
+    ids.push_back(*r->Put(BlobType::kData, data.back()));
+  }
+  ASSERT_TRUE(r->Flush().ok());
+  // One blob still in the unsealed pack is served from memory.
+  data.push_back(TextBytes(1234, 99));
+  ids.push_back(*r->Put(BlobType::kData, data.back()));
+
+  auto pf = BlobPrefetcher::Create(*r, {.threads = 4, .max_ahead_bytes = 64 << 10});
+  ASSERT_TRUE(pf.ok());
+  std::vector<size_t> order;
+  for (size_t round = 0; round < 3; ++round) {
+    for (size_t i = 0; i < ids.size(); ++i) order.push_back((i * 17 + round) % ids.size());
+  }
+  for (size_t i : order) ASSERT_TRUE((*pf)->Enqueue(ids[i]).ok());
+  EXPECT_EQ((*pf)->queued(), order.size());
+  for (size_t i : order) {
+    auto got = (*pf)->Next();
+    ASSERT_TRUE(got.ok()) << got.status().ToString();
+    EXPECT_EQ(*got, data[i]);
+  }
+  EXPECT_EQ((*pf)->Next().status().code(), StatusCode::kFailedPrecondition);
+  BlobId unknown;
+  unknown.bytes[3] = 9;
+  EXPECT_EQ((*pf)->Enqueue(unknown).code(), StatusCode::kNotFound);
+}
+
+TEST_F(BlobPipelineTest, PrefetcherReportsADamagedPackAsDataLoss) {
+  auto r = InitAndOpen();
+  ASSERT_TRUE(r);
+  auto id = r->Put(BlobType::kData, RandomBytes(100000, 5));
+  ASSERT_TRUE(id.ok());
+  ASSERT_TRUE(r->Flush().ok());
+  for (const auto& f : Files("data")) {
+    std::fstream s(f, std::ios::in | std::ios::out | std::ios::binary);
+    s.seekp(100);
+    s.put('\x55');
+  }
+  auto pf = BlobPrefetcher::Create(*r);
+  ASSERT_TRUE(pf.ok());
+  ASSERT_TRUE((*pf)->Enqueue(*id).ok());
+  EXPECT_EQ((*pf)->Next().status().code(), StatusCode::kDataLoss);
+}
+
+}  // namespace
+}  // namespace continuum::repo
