@@ -32,6 +32,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const VolumeConfig& cfg, const std:
   std::shared_ptr<Volume> v(new Volume(cfg, dir, std::move(events)));
   CONTINUUM_RETURN_IF_ERROR(v->Recover());
   v->maint_thread_ = std::thread([raw = v.get()] { raw->MaintenanceLoop(); });
+  v->wsync_thread_ = std::thread([raw = v.get()] { raw->WlogSyncLoop(); });
   return v;
 }
 
@@ -594,12 +595,44 @@ Status Volume::Flush() {
     ++flushes_;
   }
   // Every acknowledged write is in the mirror (its undo record already
-  // synced); make the mirror and the write log durable.
+  // synced); make the mirror and the write log durable, both at once.
+  uint64_t ticket = 0;
+  {
+    std::lock_guard lock(wsync_mu_);
+    if (!wsync_stop_) ticket = ++wsync_requested_;  // else closed: sync inline
+    wsync_cv_.notify_all();
+  }
   Status st = mirror_->DataSync();
+  Status wst;
+  if (ticket == 0) {
+    wst = wlog_->Sync();
+  } else {
+    std::unique_lock lock(wsync_mu_);
+    wsync_cv_.wait(lock, [&] { return wsync_done_ >= ticket; });
+    wst = wsync_status_;
+  }
   if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
-  st = wlog_->Sync();
-  if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": flush write log");
+  if (!wst.ok()) return wst.WithContext("volume " + cfg_.name + ": flush write log");
   return WaitAck(LastSeq());
+}
+
+void Volume::WlogSyncLoop() {
+  std::unique_lock lock(wsync_mu_);
+  for (;;) {
+    wsync_cv_.wait(lock, [&] { return wsync_stop_ || wsync_requested_ > wsync_done_; });
+    if (wsync_requested_ > wsync_done_) {
+      // Every request made before this sync starts is covered by it.
+      uint64_t target = wsync_requested_;
+      lock.unlock();
+      Status st = wlog_->Sync();
+      lock.lock();
+      wsync_status_ = st;
+      wsync_done_ = target;
+      wsync_cv_.notify_all();
+      continue;
+    }
+    if (wsync_stop_) return;
+  }
 }
 
 Status Volume::Trim(uint64_t offset, uint64_t length) { return WriteZeroes(offset, length, false); }
@@ -674,6 +707,12 @@ Status Volume::Close() {
     maint_cv_.notify_all();
   }
   maint_thread_.join();
+  {
+    std::lock_guard lock(wsync_mu_);
+    wsync_stop_ = true;
+    wsync_cv_.notify_all();
+  }
+  if (wsync_thread_.joinable()) wsync_thread_.join();
   std::lock_guard lock(mu_);
   closed_ = true;
   applied_cv_.notify_all();

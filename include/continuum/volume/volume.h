@@ -258,6 +258,15 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   io::AlignedBuffer before_buf_;  // GUARDED_BY(append_mu_): before-images being captured
   mutable std::shared_mutex mirror_mu_;
   std::thread maint_thread_;
+  // Flush syncs the write log on this thread while it syncs the mirror itself.
+  void WlogSyncLoop();
+  std::mutex wsync_mu_;
+  std::condition_variable wsync_cv_;
+  uint64_t wsync_requested_ = 0;  // GUARDED_BY(wsync_mu_)
+  uint64_t wsync_done_ = 0;       // GUARDED_BY(wsync_mu_)
+  Status wsync_status_;           // GUARDED_BY(wsync_mu_): result of the sync that reached wsync_done_
+  bool wsync_stop_ = false;       // GUARDED_BY(wsync_mu_)
+  std::thread wsync_thread_;
 };
 
 }  // namespace continuum::volume
