@@ -233,7 +233,7 @@ Status SegmentLog::AppendDirectLocked(Segment* seg, const RecordHeader& h, std::
   uint64_t start = seg->bytes + lead;
   uint64_t body = sizeof(h) + payload.size();
   uint64_t tail = PadTo4K(body);
-  thread_local io::AlignedBuffer buf;
+  io::AlignedBuffer& buf = direct_buf_;  // under mu_: one direct append at a time
   buf.Resize(body + tail);
   std::memcpy(buf.data(), &h, sizeof(h));
   std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());

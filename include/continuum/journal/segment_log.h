@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "continuum/common/result.h"
+#include "continuum/io/aligned_buffer.h"
 #include "continuum/io/file.h"
 #include "continuum/journal/record.h"
 
@@ -118,6 +119,7 @@ class SegmentLog {
   uint64_t total_bytes_ = 0;                               // GUARDED_BY(mu_)
   uint64_t last_seq_ = 0;                                  // GUARDED_BY(mu_)
   bool direct_failed_ = false;  // GUARDED_BY(mu_)
+  io::AlignedBuffer direct_buf_;  // GUARDED_BY(mu_): staging for direct appends
   bool dirty_ = false;                                     // GUARDED_BY(mu_)
   std::vector<DamagedSegment> damage_;                     // set by Open
   std::mutex sync_mu_;  // serializes fdatasync calls so concurrent flushes coalesce
