@@ -226,6 +226,18 @@ Result<ImageTrees> WriteImageTrees(repo::Repository& repo, const ImageReadPlan& 
   return trees;
 }
 
+Result<bool> AllBlobsPresent(repo::Repository& repo, const repo::BlobId& root) {
+  CONTINUUM_ASSIGN_OR_RETURN(repo::Tree top, repo.GetTree(root));
+  for (const auto& map_id : top.refs) {
+    if (!repo.Has(map_id)) return false;
+    CONTINUUM_ASSIGN_OR_RETURN(repo::Tree map, repo.GetTree(map_id));
+    for (const auto& chunk : map.refs) {
+      if (!repo.Has(chunk)) return false;
+    }
+  }
+  return true;
+}
+
 Result<bool> ParentFits(repo::Repository& repo, const repo::BlobId& parent_root, uint64_t size) {
   CONTINUUM_ASSIGN_OR_RETURN(repo::Tree parent, repo.GetTree(parent_root));
   CONTINUUM_ASSIGN_OR_RETURN(ImageRoot r, DecodeImageRoot(parent.payload, parent.refs.size(),

@@ -33,6 +33,10 @@ struct ImageTrees {
 // "Image points") and returns its root tree. Progress counts the bytes to read.
 Result<ImageTrees> WriteImageTrees(repo::Repository& repo, const ImageReadPlan& plan, const ProgressFn& progress);
 
+// True when every map tree and chunk of the point with root `root` is in the
+// repository's index (a repair may have left damaged blobs out).
+Result<bool> AllBlobsPresent(repo::Repository& repo, const repo::BlobId& root);
+
 // True when the parent point's root describes an image of `size` bytes in
 // the repository's chunk size, so its chunks line up with the source's.
 Result<bool> ParentFits(repo::Repository& repo, const repo::BlobId& parent_root, uint64_t size);

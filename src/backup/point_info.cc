@@ -27,6 +27,11 @@ nlohmann::json PointInfo::ToJson() const {
     j["parent"] = parent;
     j["full"] = full;
   }
+  if (source_file.ino != 0) {
+    j["source_file"] = {{"dev", source_file.dev},       {"ino", source_file.ino},
+                        {"size", source_file.size},     {"mtime_ns", source_file.mtime_ns},
+                        {"ctime_ns", source_file.ctime_ns}};
+  }
   if (!volume.name.empty()) {
     j["volume"] = {{"name", volume.name},     {"seq", volume.seq},
                    {"bookmark", volume.bookmark}, {"bitmap", volume.bitmap},
@@ -77,6 +82,13 @@ Result<PointInfo> PointInfo::Decode(const repo::ManifestId& id, int64_t time_ns,
     p.warnings = j.value("warnings", uint64_t{0});
     p.parent = j.value("parent", "");
     p.full = j.value("full", "");
+    if (j.contains("source_file")) {
+      const auto& f = j.at("source_file");
+      if (!f.is_object()) return DataLoss("point " + id.Hex() + ": 'source_file' is not an object");
+      p.source_file = {.dev = f.value("dev", uint64_t{0}), .ino = f.value("ino", uint64_t{0}),
+                       .size = f.value("size", uint64_t{0}), .mtime_ns = f.value("mtime_ns", int64_t{0}),
+                       .ctime_ns = f.value("ctime_ns", int64_t{0})};
+    }
     if (j.contains("volume")) {
       const auto& v = j.at("volume");
       if (!v.is_object()) return DataLoss("point " + id.Hex() + ": 'volume' is not an object");

@@ -26,6 +26,12 @@ std::string AbsolutePath(const std::string& path) {
   return s;
 }
 
+Result<repo::BlobId> PointRoot(repo::Repository& repo, const PointInfo& point) {
+  CONTINUUM_ASSIGN_OR_RETURN(repo::Manifest m, repo.LoadManifest(point.id));
+  if (m.roots.size() != 1) return DataLoss("point " + point.id.Hex() + " does not have exactly one root");
+  return m.roots[0];
+}
+
 Result<PointInfo> SavePoint(repo::Repository& repo, PointInfo info, const repo::BlobId& root,
                             const repo::RepositoryStats& before, int64_t start_mono_ns) {
   // Flush first so the stored-byte counters include the last pack.

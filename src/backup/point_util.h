@@ -16,6 +16,8 @@ std::string AbsolutePath(const std::string& path);
 // saves the manifest (which flushes every blob first) and sets `info.id`.
 Result<PointInfo> SavePoint(repo::Repository& repo, PointInfo info, const repo::BlobId& root,
                             const repo::RepositoryStats& before, int64_t start_mono_ns);
+// The root tree of an image or volume point.
+Result<repo::BlobId> PointRoot(repo::Repository& repo, const PointInfo& point);
 
 }  // namespace continuum::backup
 

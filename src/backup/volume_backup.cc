@@ -59,12 +59,6 @@ std::string BitmapProblem(const PointInfo& parent, uint64_t seq, const std::stri
   return "";
 }
 
-Result<repo::BlobId> RootOf(repo::Repository& repo, const PointInfo& point) {
-  CONTINUUM_ASSIGN_OR_RETURN(repo::Manifest m, repo.LoadManifest(point.id));
-  if (m.roots.size() != 1) return DataLoss("point " + point.id.Hex() + " does not have exactly one root");
-  return m.roots[0];
-}
-
 }  // namespace
 
 std::string VolumeBitmapName(const std::string& repo_id, bool full, bool second) {
@@ -142,7 +136,7 @@ Result<PointInfo> BackupVolume(repo::Repository& repo, VolumeControl& control, c
     std::string problem = BitmapProblem(parent, info.volume.seq, base, bitmap);
     repo::BlobId parent_root;
     if (problem.empty()) {
-      CONTINUUM_ASSIGN_OR_RETURN(parent_root, RootOf(repo, parent));
+      CONTINUUM_ASSIGN_OR_RETURN(parent_root, PointRoot(repo, parent));
       CONTINUUM_ASSIGN_OR_RETURN(bool fits, ParentFits(repo, parent_root, info.size));
       if (!fits) problem = "the volume's size differs from point " + parent.id.Hex().substr(0, 12);
     }

@@ -49,6 +49,14 @@ struct PointInfo {
     std::string full_bitmap;  // full points: the same, kept for later differentials
     std::string read;         // "changed" (only bitmap regions) or "all"
   } volume;
+  // Image points of a regular file: the file's identity and times when read.
+  // An incremental of the same file with all of them unchanged reads nothing
+  // and reuses the parent's maps (as restic and path points do for files).
+  struct SourceFile {
+    uint64_t dev = 0, ino = 0, size = 0;  // ino 0: not recorded
+    int64_t mtime_ns = 0, ctime_ns = 0;
+    bool operator==(const SourceFile&) const = default;
+  } source_file;
   // Not part of the payload: a pin is a separate file (docs/format/backup.md,
   // "Pins"), so pinning does not change the point's id. Set by ListPoints.
   bool pinned = false;

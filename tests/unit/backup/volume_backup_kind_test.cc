@@ -3,7 +3,9 @@
 // every write), chain metadata, bitmap rotation and fallbacks, keep-chains.
 #include "continuum/backup/volume_backup.h"
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sys/stat.h>
 
 #include <map>
 #include <set>
@@ -249,12 +251,26 @@ TEST_F(VolumeBackupKindTest, ImageIncrementalRecordsItsParent) {
   ASSERT_TRUE(b.ok());
   EXPECT_EQ(b->kind, "incremental");
   EXPECT_EQ(b->parent, a->id.Hex());
-  EXPECT_EQ(b->bytes_read, 1u << 20);  // no bitmap: read whole
-  EXPECT_LT(b->new_raw_bytes, 64u << 10);  // but nothing new stored except trees
+  EXPECT_EQ(b->bytes_read, 0u);  // the file is untouched since the parent: its maps are reused
+  EXPECT_LT(b->new_raw_bytes, 64u << 10);
   auto points = ListPoints(*repo_);
   ASSERT_TRUE(points.ok());
   ASSERT_EQ(points->size(), 2u);
   EXPECT_EQ(points->back().parent, a->id.Hex());  // survives the manifest round trip
+  EXPECT_EQ(points->back().source_file, b->source_file);
+  // Any write changes the ctime (even with the mtime set back): read whole.
+  struct stat before;
+  ASSERT_EQ(::stat((dir_ / "disk.img").c_str(), &before), 0);
+  auto changed = RandomBytes(1 << 20, 9);
+  changed[12345] ^= 0xff;
+  WriteFile(dir_ / "disk.img", changed);
+  struct timespec times[2] = {before.st_atim, before.st_mtim};
+  ASSERT_EQ(::utimensat(AT_FDCWD, (dir_ / "disk.img").c_str(), times, 0), 0);
+  auto c = BackupImage(*repo_, {.source = (dir_ / "disk.img").string(), .kind = BackupKind::kIncremental});
+  ASSERT_TRUE(c.ok());
+  EXPECT_EQ(c->bytes_read, 1u << 20);
+  ExpectRestores(*c, changed);
+  ExpectRestores(*b, RandomBytes(1 << 20, 9));
 }
 
 PointInfo ChainPoint(int64_t t, const std::string& kind, const std::string& full = "") {
