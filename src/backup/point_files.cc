@@ -4,6 +4,8 @@
 
 #include "dir_listing.h"
 
+#include "point_util.h"
+
 namespace continuum::backup {
 namespace {
 
@@ -65,13 +67,12 @@ std::vector<std::string> SplitPath(const std::string& path) {
 
 Result<std::vector<FileEntry>> ListFiles(repo::Repository& repo, const PointInfo& point, const std::string& path) {
   if (point.type != PointType::kPath) {
-    return FailedPrecondition("point " + point.id.Hex().substr(0, 12) +
-                              " is an image point: listing the files inside its filesystem is not implemented yet");
+    // Image points are listed by ListImageFiles (their filesystem, mounted).
+    return FailedPrecondition("point " + point.id.Hex().substr(0, 12) + " is an image point, not a path point");
   }
-  CONTINUUM_ASSIGN_OR_RETURN(repo::Manifest m, repo.LoadManifest(point.id));
-  if (m.roots.size() != 1) return DataLoss("point " + point.id.Hex() + " has " + std::to_string(m.roots.size()) + " roots");
+  CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId root, PointRoot(repo, point));
   Lister lister(repo);
-  repo::BlobId dir = m.roots[0];
+  repo::BlobId dir = root;
   std::string prefix;
   std::vector<std::string> parts = SplitPath(path);
   for (size_t i = 0; i < parts.size(); ++i) {

@@ -294,36 +294,29 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       journal::RecordHeader h = rec->header;
       std::span<const uint8_t> data = rec->payload;
       last_was_resync = static_cast<journal::WriteKind>(h.kind) == journal::WriteKind::kResync;
-      if (last_was_resync) {
-        std::lock_guard lock(mu_);
-        if (!resync_active_) {
-          // Resync records outside a full resync (verify --repair, perhaps for
-          // another target): an open-ended window that closes at the end of
-          // the run of resync records.
-          resync_active_ = true;
-          resync_first_ = h.seq;
-          resync_last_ = kOpenEnded;
-          begin = nlohmann::json{{"first_seq", h.seq}, {"last_seq", h.seq}};
-        }
-      }
       if (static_cast<journal::WriteKind>(h.kind) == journal::WriteKind::kWrite &&
           (h.flags & journal::kFlagNoData)) {
         // A metadata-only record: the data is in the volume's replication
         // ring, unless it left it (ring full, or a restart): then the range
-        // is resynced from the mirror, in an open-ended window.
+        // is resynced from the mirror like a resync record.
         ring_data = volume_->RingData(h.seq);
         h.flags &= ~journal::kFlagNoData;
         if (ring_data) {
           data = ring_data->span();
         } else {
           last_was_resync = true;
-          std::lock_guard lock(mu_);
-          if (!resync_active_) {
-            resync_active_ = true;
-            resync_first_ = h.seq;
-            resync_last_ = kOpenEnded;
-            begin = nlohmann::json{{"first_seq", h.seq}, {"last_seq", h.seq}};
-          }
+        }
+      }
+      if (last_was_resync) {
+        std::lock_guard lock(mu_);
+        if (!resync_active_) {
+          // Resync records outside a full resync (verify --repair, writes that
+          // left the write cache): an open-ended window that closes at the end
+          // of the run of resync records.
+          resync_active_ = true;
+          resync_first_ = h.seq;
+          resync_last_ = kOpenEnded;
+          begin = nlohmann::json{{"first_seq", h.seq}, {"last_seq", h.seq}};
         }
       }
       if (last_was_resync) {
