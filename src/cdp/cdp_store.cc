@@ -53,6 +53,11 @@ Result<std::unique_ptr<CdpStore>> CdpStore::Open(const Options& opts) {
       .tolerate_damage = true,
       // Before-images of large writes skip the page cache (ADR 0005).
       .direct_payload_bytes = 64 * 1024,
+      // Small records (zero before-images, bookmarks) need no block
+      // allocation in a preallocated segment; data records overwrite written
+      // blocks only in a reused one (ADR 0006).
+      .preallocate = true,
+      .spare_segments = 1,
   };
   auto visit = [&](const journal::RecordHeader& h, const journal::RecordLocation& loc) -> Status {
     if (!partial.empty() && partial.back().seq != h.seq) partial.clear();

@@ -35,7 +35,8 @@ Result<std::optional<OwnedRecord>> LogReader::Next() {
     OwnedRecord rec;
     CONTINUUM_RETURN_IF_ERROR(
         seg_->file->PRead(pos_, {reinterpret_cast<uint8_t*>(&rec.header), sizeof(rec.header)}));
-    if (!HeaderValid(rec.header, kWriteLogMagic) && !HeaderValid(rec.header, kUndoMagic)) {
+    const uint64_t seed = SegmentSeed(seg_->first_seq);
+    if (!HeaderValid(rec.header, kWriteLogMagic, seed) && !HeaderValid(rec.header, kUndoMagic, seed)) {
       return DataLoss("log " + seg_->file->path() + ": bad record header at offset " + std::to_string(pos_));
     }
     rec.payload.resize(rec.header.payload_len);

@@ -8,16 +8,26 @@ namespace continuum::journal {
 
 static_assert(offsetof(RecordHeader, header_checksum) == 56);
 
-void SealHeader(RecordHeader* h, std::span<const uint8_t> payload) {
-  h->payload_len = static_cast<uint32_t>(payload.size());
-  h->payload_checksum = Checksum64(payload);
-  h->header_checksum = Checksum64(h, offsetof(RecordHeader, header_checksum));
+namespace {
+
+uint64_t HeaderSum(const RecordHeader& h, uint64_t seed) {
+  return Checksum64(&h, offsetof(RecordHeader, header_checksum), h.version == kRecordVersionBound ? seed : 0);
 }
 
-bool HeaderValid(const RecordHeader& h, uint32_t magic) {
-  if (h.magic != magic || h.version != kRecordVersion) return false;
+}  // namespace
+
+void SealHeader(RecordHeader* h, std::span<const uint8_t> payload, uint64_t seed) {
+  h->payload_len = static_cast<uint32_t>(payload.size());
+  h->payload_checksum = Checksum64(payload);
+  SealHeaderOnly(h, seed);
+}
+
+void SealHeaderOnly(RecordHeader* h, uint64_t seed) { h->header_checksum = HeaderSum(*h, seed); }
+
+bool HeaderValid(const RecordHeader& h, uint32_t magic, uint64_t seed) {
+  if (h.magic != magic || (h.version != kRecordVersion && h.version != kRecordVersionBound)) return false;
   if (h.payload_len > kMaxPayload) return false;
-  return h.header_checksum == Checksum64(&h, offsetof(RecordHeader, header_checksum));
+  return h.header_checksum == HeaderSum(h, seed);
 }
 
 bool PayloadValid(const RecordHeader& h, std::span<const uint8_t> payload) {

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/falloc.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -11,6 +12,7 @@
 #include <cstring>
 #include <vector>
 
+#include "continuum/common/checksum.h"
 #include "continuum/common/log.h"
 #include "continuum/io/aligned_buffer.h"
 
@@ -29,6 +31,27 @@ bool ParseSegmentName(const char* name, uint64_t* first_seq) {
   return true;
 }
 
+// "spare-<n>.log"
+bool ParseSpareName(const char* name, uint64_t* n) {
+  size_t len = std::strlen(name);
+  if (len < 11 || std::strncmp(name, "spare-", 6) != 0 || std::strcmp(name + len - 4, ".log") != 0) return false;
+  uint64_t v = 0;
+  for (size_t i = 6; i < len - 4; ++i) {
+    if (name[i] < '0' || name[i] > '9') return false;
+    v = v * 10 + static_cast<uint64_t>(name[i] - '0');
+  }
+  *n = v;
+  return true;
+}
+
+bool AllZero(const void* p, size_t n) {
+  const auto* b = static_cast<const uint8_t*>(p);
+  for (size_t i = 0; i < n; ++i) {
+    if (b[i] != 0) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 std::string SegmentLog::SegmentPath(uint64_t first_seq) const {
@@ -37,18 +60,35 @@ std::string SegmentLog::SegmentPath(uint64_t first_seq) const {
   return opts_.dir + "/" + name;
 }
 
+std::string SegmentLog::SparePath(uint64_t n) const { return opts_.dir + "/spare-" + std::to_string(n) + ".log"; }
+
 Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const Options& opts, const Visitor& visit) {
   CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(opts.dir, 0700));
   std::unique_ptr<SegmentLog> log(new SegmentLog(opts));
-  std::vector<uint64_t> firsts;
+  std::vector<uint64_t> firsts, spares;
   DIR* d = ::opendir(opts.dir.c_str());
   if (d == nullptr) return PosixError("open journal directory " + opts.dir, errno);
   while (struct dirent* e = ::readdir(d)) {
     uint64_t first = 0;
     if (ParseSegmentName(e->d_name, &first)) firsts.push_back(first);
+    if (ParseSpareName(e->d_name, &first)) spares.push_back(first);
   }
   ::closedir(d);
   std::sort(firsts.begin(), firsts.end());
+  for (uint64_t n : spares) {
+    log->next_spare_ = std::max(log->next_spare_, n + 1);
+    std::string path = log->SparePath(n);
+    if (log->spares_.size() < opts.spare_segments) {
+      auto f = io::File::Open(path, O_RDWR);
+      if (f.ok()) {
+        auto seg = std::make_shared<Segment>();
+        seg->file = std::move(f).value();
+        log->spares_.push_back({std::move(seg), path});
+        continue;
+      }
+    }
+    if (::unlink(path.c_str()) != 0 && errno != ENOENT) return PosixError("remove spare segment " + path, errno);
+  }
   for (size_t i = 0; i < firsts.size(); ++i) {
     auto seg = std::make_shared<Segment>();
     seg->first_seq = firsts[i];
@@ -71,10 +111,13 @@ Status SegmentLog::ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last
   uint64_t pos = 0;
   std::vector<uint8_t> payload;
   bool verify = is_last || opts_.verify_all_payloads;
+  const uint64_t seed = SegmentSeed(seg->first_seq);
   while (pos + sizeof(RecordHeader) <= size) {
     RecordHeader h;
     CONTINUUM_RETURN_IF_ERROR(seg->file->PRead(pos, {reinterpret_cast<uint8_t*>(&h), sizeof(h)}));
-    if (!HeaderValid(h, opts_.magic)) break;
+    // A seeded header validates only in the segment it was written to, so the
+    // old records of a recycled file end the scan like zeros do.
+    if (!HeaderValid(h, opts_.magic, seed)) break;
     if (pos + sizeof(h) + h.payload_len > size) break;
     if (h.kind == kPadKind) {
       pos += sizeof(h) + h.payload_len;  // filler before or after a direct write
@@ -104,27 +147,95 @@ Status SegmentLog::ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last
                       std::to_string(pos) + " (not the newest segment, so this is not a torn write)");
     }
     // Invariant: only the newest segment may end in a torn record (older ones
-    // were synced before it was created). Cut the tail so appends follow the
-    // last whole record.
-    Logger("journal")->warn("truncating torn tail of {} at offset {} (was {} bytes)",
-                            seg->file->path(), pos, size);
-    CONTINUUM_RETURN_IF_ERROR(seg->file->Truncate(pos));
-    CONTINUUM_RETURN_IF_ERROR(seg->file->Sync());
+    // were synced and cut to their records before it was created).
+    CONTINUUM_RETURN_IF_ERROR(ClearTail(seg.get(), pos, size));
   }
   seg->bytes = pos;
   return Status::Ok();
 }
 
+Status SegmentLog::ClearTail(Segment* seg, uint64_t pos, uint64_t size) {
+  // Past the last whole record: a torn write, preallocated space (zeros) or a
+  // recycled file's old records. Records written after a torn one may be
+  // intact there; they were never acknowledged and must never be found after
+  // later appends reach them, so the whole tail is cleared, not just skipped.
+  RecordHeader h{};
+  uint64_t n = std::min<uint64_t>(sizeof(h), size - pos);
+  CONTINUUM_RETURN_IF_ERROR(seg->file->PRead(pos, {reinterpret_cast<uint8_t*>(&h), n}));
+  if (HeaderValid(h, opts_.magic, SegmentSeed(seg->first_seq))) {
+    Logger("journal")->warn("{}: record at offset {} is torn (not acknowledged); clearing the {} bytes after "
+                            "the last whole record", seg->file->path(), pos, size - pos);
+  } else if (!AllZero(&h, n) && !opts_.preallocate && opts_.spare_segments == 0) {
+    Logger("journal")->warn("{}: clearing {} unreadable bytes after the last whole record at offset {}",
+                            seg->file->path(), size - pos, pos);
+  }
+  if (opts_.preallocate || opts_.spare_segments > 0) {
+    // Keep the allocation: zero the range (unwritten extents on ext4/xfs).
+    Status st = seg->file->Fallocate(FALLOC_FL_ZERO_RANGE | FALLOC_FL_KEEP_SIZE, pos, size - pos);
+    if (st.ok()) return seg->file->Sync();
+  }
+  CONTINUUM_RETURN_IF_ERROR(seg->file->Truncate(pos));
+  return seg->file->Sync();
+}
+
+Status SegmentLog::RetireLocked(const std::shared_ptr<Segment>& seg) {
+  const std::string& path = seg->file->path();
+  if (spares_.size() < opts_.spare_segments) {
+    std::string spare = SparePath(next_spare_++);
+    if (::rename(path.c_str(), spare.c_str()) == 0) {
+      // Readers holding `seg` keep reading through its open descriptors; the
+      // file is reused only once they let go (TakeSpareLocked).
+      spares_.push_back({seg, spare});
+      return Status::Ok();
+    }
+  }
+  if (::unlink(path.c_str()) != 0) return PosixError("remove journal segment " + path, errno);
+  return Status::Ok();
+}
+
+Result<std::shared_ptr<Segment>> SegmentLog::TakeSpareLocked(uint64_t first_seq) {
+  for (auto it = spares_.begin(); it != spares_.end(); ++it) {
+    if (it->seg.use_count() != 1) continue;  // a view or reader still reads its old records
+    std::string spare_path = it->path;
+    spares_.erase(it);
+    std::string path = SegmentPath(first_seq);
+    if (::rename(spare_path.c_str(), path.c_str()) != 0) {
+      return PosixError("reuse spare journal segment " + spare_path + " as " + path, errno);
+    }
+    // A fresh Segment: readers that held the old one saw only its old records.
+    auto seg = std::make_shared<Segment>();
+    seg->first_seq = first_seq;
+    CONTINUUM_ASSIGN_OR_RETURN(seg->file, io::File::Open(path, O_RDWR));
+    return seg;
+  }
+  return std::shared_ptr<Segment>();
+}
+
 Status SegmentLog::StartSegmentLocked(uint64_t first_seq) {
   if (!segments_.empty()) {
+    Segment& prev = *segments_.rbegin()->second;
+    // A preallocated or recycled file is longer than its records: cut it, so
+    // only the newest segment can hold bytes past its last record.
+    CONTINUUM_ASSIGN_OR_RETURN(uint64_t size, prev.file->Size());
+    if (size > prev.bytes) CONTINUUM_RETURN_IF_ERROR(prev.file->Truncate(prev.bytes));
     // Ordering: the previous segment must be durable before a newer one can
     // hold records, so recovery only ever sees a torn tail in the newest.
-    CONTINUUM_RETURN_IF_ERROR(segments_.rbegin()->second->file->DataSync());
+    CONTINUUM_RETURN_IF_ERROR(prev.file->DataSync());
   }
-  auto seg = std::make_shared<Segment>();
-  seg->first_seq = first_seq;
-  CONTINUUM_ASSIGN_OR_RETURN(seg->file,
-                             io::File::Open(SegmentPath(first_seq), O_RDWR | O_CREAT | O_EXCL, 0600));
+  CONTINUUM_ASSIGN_OR_RETURN(auto seg, TakeSpareLocked(first_seq));
+  if (!seg) {
+    seg = std::make_shared<Segment>();
+    seg->first_seq = first_seq;
+    CONTINUUM_ASSIGN_OR_RETURN(seg->file,
+                               io::File::Open(SegmentPath(first_seq), O_RDWR | O_CREAT | O_EXCL, 0600));
+  }
+  if (opts_.preallocate) {
+    // Best effort: a file system without fallocate just appends.
+    Status st = seg->file->Fallocate(0, 0, opts_.segment_bytes);
+    if (!st.ok() && st.sys_errno() != EOPNOTSUPP) {
+      Logger("journal")->debug("{}: preallocation failed: {}", seg->file->path(), st.message());
+    }
+  }
   CONTINUUM_RETURN_IF_ERROR(io::SyncDir(opts_.dir));
   segments_[first_seq] = seg;
   return Status::Ok();
@@ -134,8 +245,9 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
                                           bool may_start_segment) {
   if (payload.size() > kMaxPayload) return InvalidArgument("journal record payload too large");
   h.magic = opts_.magic;
-  h.version = kRecordVersion;
-  SealHeader(&h, payload);
+  h.version = kRecordVersionBound;
+  h.payload_len = static_cast<uint32_t>(payload.size());
+  h.payload_checksum = Checksum64(payload);  // outside the lock: the costly part
   std::lock_guard lock(mu_);
   uint64_t rec_bytes = sizeof(h) + payload.size();
   if (segments_.empty() || (may_start_segment && segments_.rbegin()->second->bytes > 0 &&
@@ -143,6 +255,7 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     CONTINUUM_RETURN_IF_ERROR(StartSegmentLocked(h.seq));
   }
   auto& seg = segments_.rbegin()->second;
+  SealHeaderOnly(&h, SegmentSeed(seg->first_seq));
   // Bookkeeping once `written` bytes holding the record at `at` are in place.
   auto appended = [&](uint64_t at, uint64_t written) {
     RecordLocation loc{seg, at + sizeof(h)};
@@ -189,16 +302,16 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
 namespace {
 
 // A pad record of exactly `bytes` (>= sizeof(RecordHeader)) at `out`.
-void FillPad(uint8_t* out, uint64_t bytes, uint32_t magic, uint64_t seq, int64_t ts_ns) {
+void FillPad(uint8_t* out, uint64_t bytes, uint32_t magic, uint64_t seq, int64_t ts_ns, uint64_t seed) {
   RecordHeader pad;
   pad.magic = magic;
-  pad.version = kRecordVersion;
+  pad.version = kRecordVersionBound;
   pad.kind = kPadKind;
   pad.seq = seq;
   pad.ts_ns = ts_ns;
   pad.payload_len = static_cast<uint32_t>(bytes - sizeof(RecordHeader));
   std::memset(out + sizeof(pad), 0, pad.payload_len);
-  SealHeader(&pad, {out + sizeof(pad), pad.payload_len});
+  SealHeader(&pad, {out + sizeof(pad), pad.payload_len}, seed);
   std::memcpy(out, &pad, sizeof(pad));
 }
 
@@ -227,7 +340,7 @@ Status SegmentLog::AppendDirectLocked(Segment* seg, const RecordHeader& h, std::
   uint64_t lead = PadTo4K(seg->bytes);
   if (lead > 0) {
     std::vector<uint8_t> pad(lead);
-    FillPad(pad.data(), lead, opts_.magic, h.seq, h.ts_ns);
+    FillPad(pad.data(), lead, opts_.magic, h.seq, h.ts_ns, SegmentSeed(seg->first_seq));
     CONTINUUM_RETURN_IF_ERROR(seg->file->PWrite(seg->bytes, pad));
   }
   uint64_t start = seg->bytes + lead;
@@ -237,7 +350,7 @@ Status SegmentLog::AppendDirectLocked(Segment* seg, const RecordHeader& h, std::
   buf.Resize(body + tail);
   std::memcpy(buf.data(), &h, sizeof(h));
   std::memcpy(buf.data() + sizeof(h), payload.data(), payload.size());
-  if (tail > 0) FillPad(buf.data() + body, tail, opts_.magic, h.seq, h.ts_ns);
+  if (tail > 0) FillPad(buf.data() + body, tail, opts_.magic, h.seq, h.ts_ns, SegmentSeed(seg->first_seq));
   Status st = seg->direct->PWrite(start, buf.span());
   if (!st.ok()) {
     // Some file systems accept O_DIRECT at open and refuse the write.
@@ -280,9 +393,7 @@ Result<std::vector<std::shared_ptr<Segment>>> SegmentLog::TrimThrough(uint64_t s
     auto next = std::next(it);
     // All records of `it` are < next->first_seq.
     if (next->second->first_seq > seq + 1) break;
-    if (::unlink(it->second->file->path().c_str()) != 0) {
-      return PosixError("remove journal segment " + it->second->file->path(), errno);
-    }
+    CONTINUUM_RETURN_IF_ERROR(RetireLocked(it->second));
     total_bytes_ -= it->second->bytes;
     removed.push_back(it->second);
     segments_.erase(it);
@@ -294,9 +405,7 @@ Result<std::shared_ptr<Segment>> SegmentLog::TrimOldest() {
   std::lock_guard lock(mu_);
   if (segments_.size() <= 1) return std::shared_ptr<Segment>();
   auto it = segments_.begin();
-  if (::unlink(it->second->file->path().c_str()) != 0) {
-    return PosixError("remove journal segment " + it->second->file->path(), errno);
-  }
+  CONTINUUM_RETURN_IF_ERROR(RetireLocked(it->second));
   auto seg = it->second;
   total_bytes_ -= seg->bytes;
   segments_.erase(it);
@@ -306,6 +415,11 @@ Result<std::shared_ptr<Segment>> SegmentLog::TrimOldest() {
 uint64_t SegmentLog::TotalBytes() const {
   std::lock_guard lock(mu_);
   return total_bytes_;
+}
+
+size_t SegmentLog::SpareCount() const {
+  std::lock_guard lock(mu_);
+  return spares_.size();
 }
 
 size_t SegmentLog::SegmentCount() const {

@@ -25,7 +25,7 @@ bool IsRanged(journal::WriteKind k) { return k == journal::WriteKind::kWrite || 
 Result<std::shared_ptr<Volume>> Volume::Open(const VolumeConfig& cfg, const std::string& dir,
                                              EventSink events) {
   if (cfg.block_size == 0 || cfg.size == 0 || cfg.size % cfg.block_size != 0 ||
-      io::AlignedBuffer::kAlign % cfg.block_size != 0 && cfg.block_size % io::AlignedBuffer::kAlign != 0) {
+      (io::AlignedBuffer::kAlign % cfg.block_size != 0 && cfg.block_size % io::AlignedBuffer::kAlign != 0)) {
     return InvalidArgument("volume " + cfg.name + ": size must be a non-zero multiple of " +
                            std::to_string(cfg.block_size));
   }
@@ -117,7 +117,7 @@ Status Volume::Recover() {
   };
   auto wlog = journal::SegmentLog::Open(
       {.dir = dir_ + "/wlog", .magic = journal::kWriteLogMagic, .segment_bytes = 64ull << 20,
-       .verify_all_payloads = true},
+       .verify_all_payloads = true, .preallocate = true, .spare_segments = 1},
       visit);
   if (!wlog.ok()) return wlog.status().WithContext("volume " + cfg_.name + ": open write log");
   wlog_ = std::move(wlog).value();

@@ -25,7 +25,14 @@ static_assert(sizeof(RecordHeader) == 64, "on-disk header is 64 bytes");
 
 inline constexpr uint32_t kWriteLogMagic = 0x314C5743;  // "CWL1"
 inline constexpr uint32_t kUndoMagic = 0x314A5543;      // "CUJ1"
+// Version 1: the header checksum is plain XXH3-64 (replication frames, and
+// segments written before version 2).
 inline constexpr uint16_t kRecordVersion = 1;
+// Version 2 (segment files): the header checksum is XXH3-64 seeded with the
+// segment's seed (SegmentSeed of its first seq), so a record left over in a
+// recycled or preallocated segment from its previous use never validates.
+inline constexpr uint16_t kRecordVersionBound = 2;
+inline constexpr uint64_t SegmentSeed(uint64_t first_seq) { return first_seq ^ 0x436F6E74696E7575ull; }
 // Largest payload a record may carry; larger inputs are split by the writer.
 inline constexpr uint32_t kMaxPayload = 16u << 20;
 
@@ -58,10 +65,14 @@ inline constexpr uint32_t kFlagResyncData = 1u << 3;    // replicated write carr
 // the data (little-endian); the data is in the mirror (and the replication ring).
 inline constexpr uint32_t kFlagNoData = 1u << 4;
 
-// Fills the checksums of `h` for `payload`.
-void SealHeader(RecordHeader* h, std::span<const uint8_t> payload);
-// True when the magic, version and header checksum are right.
-bool HeaderValid(const RecordHeader& h, uint32_t magic);
+// Fills the checksums of `h` for `payload`; a version-2 header's checksum is
+// seeded with `seed`.
+void SealHeader(RecordHeader* h, std::span<const uint8_t> payload, uint64_t seed = 0);
+// Fills only the header checksum (payload_len and payload_checksum already set).
+void SealHeaderOnly(RecordHeader* h, uint64_t seed = 0);
+// True when the magic, version and header checksum are right. Version-2
+// headers validate only with the seed they were sealed with.
+bool HeaderValid(const RecordHeader& h, uint32_t magic, uint64_t seed = 0);
 bool PayloadValid(const RecordHeader& h, std::span<const uint8_t> payload);
 
 }  // namespace continuum::journal

@@ -56,6 +56,15 @@ class SegmentLog {
     // O_DIRECT at a 4 KiB boundary (pad records fill the gaps), so large
     // appends skip the page cache and its writeback. 0 = never.
     uint64_t direct_payload_bytes = 0;
+    // Allocate each new segment's full size up front (fallocate), so small
+    // appends need no block allocation: their fdatasync is a data write and a
+    // cache flush instead of a file-system journal commit.
+    bool preallocate = false;
+    // Keep up to this many trimmed segment files as spares ("spare-N.log") and
+    // reuse them for new segments: appends then overwrite blocks that are
+    // already written, which needs no metadata change at all (ADR 0006).
+    // 0 = unlink trimmed segments.
+    uint32_t spare_segments = 0;
   };
   struct DamagedSegment {
     std::string path;
@@ -81,13 +90,17 @@ class SegmentLog {
   Status ReadPayload(const RecordLocation& loc, uint64_t offset_in_payload,
                      std::span<uint8_t> out) const;
 
-  // Unlinks whole segments whose records all have seq <= `seq`, oldest first,
-  // never the newest segment. Returns the segments removed.
+  // Removes whole segments whose records all have seq <= `seq`, oldest first,
+  // never the newest segment (unlinked, or kept as spares for reuse). Returns
+  // the segments removed.
   Result<std::vector<std::shared_ptr<Segment>>> TrimThrough(uint64_t seq);
-  // Unlinks the oldest sealed segment. Returns nullptr when only one is left.
+  // Removes the oldest sealed segment. Returns nullptr when only one is left.
   Result<std::shared_ptr<Segment>> TrimOldest();
 
+  // Bytes of records (spares and preallocated space not counted).
   uint64_t TotalBytes() const;
+  // Spare segment files kept for reuse.
+  size_t SpareCount() const;
   size_t SegmentCount() const;
   // Oldest segment (nullptr when the log is empty).
   std::shared_ptr<Segment> Oldest() const;
@@ -111,7 +124,14 @@ class SegmentLog {
   explicit SegmentLog(Options opts) : opts_(std::move(opts)) {}
   Status ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last, const Visitor& visit);
   Status StartSegmentLocked(uint64_t first_seq);
+  // Clears the bytes of `seg` from `pos` on (the newest segment after Open).
+  Status ClearTail(Segment* seg, uint64_t pos, uint64_t size);
+  // Unlinks `seg`'s file, or renames it to a spare. REQUIRES: mu_.
+  Status RetireLocked(const std::shared_ptr<Segment>& seg);
+  // A spare nobody reads any more, renamed to hold `first_seq`; nullptr if none.
+  Result<std::shared_ptr<Segment>> TakeSpareLocked(uint64_t first_seq);
   std::string SegmentPath(uint64_t first_seq) const;
+  std::string SparePath(uint64_t n) const;
 
   Options opts_;
   mutable std::mutex mu_;
@@ -122,6 +142,12 @@ class SegmentLog {
   io::AlignedBuffer direct_buf_;  // GUARDED_BY(mu_): staging for direct appends
   bool dirty_ = false;                                     // GUARDED_BY(mu_)
   std::vector<DamagedSegment> damage_;                     // set by Open
+  struct Spare {
+    std::shared_ptr<Segment> seg;  // its old contents, perhaps still read by a view
+    std::string path;              // its name now: spare-N.log
+  };
+  std::vector<Spare> spares_;                              // GUARDED_BY(mu_)
+  uint64_t next_spare_ = 0;                                // GUARDED_BY(mu_)
   std::mutex sync_mu_;  // serializes fdatasync calls so concurrent flushes coalesce
 };
 

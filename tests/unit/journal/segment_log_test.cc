@@ -227,5 +227,147 @@ TEST_F(SegmentLogTest, DirectLargeAppendsReadBackWithPadsSkipped) {
   EXPECT_EQ(got.rbegin()->first, 41u);
 }
 
+
+// Appends records seq first..last with the Seen-compatible payload pattern.
+void AppendRange(SegmentLog* log, uint64_t first, uint64_t last, size_t size = 3000) {
+  for (uint64_t i = first; i <= last; ++i) {
+    std::vector<uint8_t> payload(size, static_cast<uint8_t>(i));
+    RecordHeader h;
+    h.kind = 1;
+    h.seq = i;
+    h.ts_ns = static_cast<int64_t>(i) * 1000;
+    ASSERT_TRUE(log->Append(h, payload).ok());
+  }
+  ASSERT_TRUE(log->Sync().ok());
+}
+
+TEST_F(SegmentLogTest, TrimmedSegmentsAreRecycledAndTheirOldRecordsNeverReappear) {
+  auto o = Opts();
+  o.spare_segments = 1;
+  o.preallocate = true;
+  {
+    auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+    ASSERT_TRUE(log.ok());
+    AppendRange(log->get(), 1, 100);  // ~5 segments of 64 KiB
+    ASSERT_GT((*log)->SegmentCount(), 3u);
+    ASSERT_TRUE((*log)->TrimThrough(60).ok());
+    EXPECT_EQ((*log)->SpareCount(), 1u);  // one kept, the others unlinked
+    // The next segment reuses the spare: its blocks still hold records 1..~20.
+    AppendRange(log->get(), 101, 130);
+    EXPECT_EQ((*log)->SpareCount(), 0u);
+    // A crash right after a partly filled, reused segment: nothing more is appended.
+  }
+  size_t spares = 0;
+  for (auto& p : Segments()) spares += p.filename().string().rfind("spare-", 0) == 0;
+  EXPECT_LE(spares, 1u);
+  Seen seen;
+  auto log = OpenCollect(o, &seen);
+  ASSERT_TRUE(log.ok()) << log.status().message();
+  // Exactly the records that were kept, in order, none from a file's earlier use.
+  ASSERT_FALSE(seen.seqs.empty());
+  for (size_t i = 1; i < seen.seqs.size(); ++i) ASSERT_EQ(seen.seqs[i], seen.seqs[i - 1] + 1);
+  EXPECT_EQ(seen.seqs.back(), 130u);
+  EXPECT_GT(seen.seqs.front(), 1u);  // trimmed whole segments (21 records each)
+  EXPECT_LE(seen.seqs.front(), 61u);
+  // Appends after reopen continue, and a further reopen agrees.
+  AppendRange(log->get(), 131, 140);
+  log->reset();
+  Seen again;
+  ASSERT_TRUE(OpenCollect(o, &again).ok());
+  EXPECT_EQ(again.seqs.back(), 140u);
+  EXPECT_EQ(again.seqs.size(), seen.seqs.size() + 10);
+}
+
+TEST_F(SegmentLogTest, RecordsPastATornOneInAPreallocatedSegmentAreClearedNotRevived) {
+  auto o = Opts();
+  o.segment_bytes = 1 << 20;
+  o.preallocate = true;
+  uint64_t torn_at = 0;
+  {
+    auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+    ASSERT_TRUE(log.ok());
+    AppendRange(log->get(), 1, 10, 1000);
+    torn_at = (*log)->BytesOf(*(*log)->Oldest());
+    AppendRange(log->get(), 11, 14, 1000);
+  }
+  auto seg = Segments().front();
+  EXPECT_EQ(fs::file_size(seg), 1u << 20);  // preallocated
+  {
+    // Tear record 11 (its payload): 12..14 behind it stay intact on disk.
+    std::fstream f(seg, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekp(static_cast<std::streamoff>(torn_at + 64 + 10));
+    f.put('\x55');
+  }
+  Seen seen;
+  {
+    auto log = OpenCollect(o, &seen);
+    ASSERT_TRUE(log.ok());
+    EXPECT_EQ(seen.seqs.back(), 10u);
+    // New record 11 with a payload that ends exactly where old 12 began.
+    std::vector<uint8_t> p(1000, 11);
+    RecordHeader h;
+    h.kind = 1;
+    h.seq = 11;
+    ASSERT_TRUE((*log)->Append(h, p).ok());
+    ASSERT_TRUE((*log)->Sync().ok());
+  }
+  Seen again;
+  ASSERT_TRUE(OpenCollect(o, &again).ok());
+  // Old 12..14 were never acknowledged: they must not come back after 11.
+  EXPECT_EQ(again.seqs.back(), 11u);
+}
+
+TEST_F(SegmentLogTest, ARecordCopiedIntoAnotherSegmentDoesNotValidate) {
+  auto o = Opts();
+  o.spare_segments = 1;
+  {
+    auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+    ASSERT_TRUE(log.ok());
+    AppendRange(log->get(), 1, 60);
+  }
+  auto segs = Segments();
+  ASSERT_GE(segs.size(), 2u);
+  // Append the first segment's first record (whole, valid there) to the newest segment.
+  std::ifstream in(segs.front(), std::ios::binary);
+  std::vector<char> rec(64 + 3000);
+  in.read(rec.data(), static_cast<std::streamsize>(rec.size()));
+  {
+    std::ofstream out(segs.back(), std::ios::binary | std::ios::app);
+    out.write(rec.data(), static_cast<std::streamsize>(rec.size()));
+  }
+  Seen seen;
+  ASSERT_TRUE(OpenCollect(o, &seen).ok());
+  EXPECT_EQ(seen.seqs.back(), 60u);
+  EXPECT_EQ(seen.seqs.size(), 60u);
+}
+
+TEST_F(SegmentLogTest, SegmentsOfVersionOneStillRead) {
+  // A segment written before records were bound to their segment (version 1).
+  fs::create_directories(dir_);
+  {
+    std::ofstream out(dir_ / "00000000000000000001.log", std::ios::binary);
+    for (uint64_t i = 1; i <= 3; ++i) {
+      std::vector<uint8_t> p(100, static_cast<uint8_t>(i));
+      RecordHeader h;
+      h.magic = kUndoMagic;
+      h.version = kRecordVersion;
+      h.kind = 1;
+      h.seq = i;
+      SealHeader(&h, p);
+      out.write(reinterpret_cast<const char*>(&h), sizeof(h));
+      out.write(reinterpret_cast<const char*>(p.data()), static_cast<std::streamsize>(p.size()));
+    }
+  }
+  Seen seen;
+  auto log = OpenCollect(Opts(), &seen);
+  ASSERT_TRUE(log.ok());
+  EXPECT_EQ(seen.seqs, (std::vector<uint64_t>{1, 2, 3}));
+  AppendRange(log->get(), 4, 5, 100);
+  log->reset();
+  Seen again;
+  ASSERT_TRUE(OpenCollect(Opts(), &again).ok());
+  EXPECT_EQ(again.seqs.back(), 5u);
+}
+
 }  // namespace
 }  // namespace continuum::journal
