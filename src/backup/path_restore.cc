@@ -8,15 +8,20 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 #include <deque>
+#include <optional>
 #include <unordered_map>
 
+#include "continuum/common/time_util.h"
+#include "continuum/common/units.h"
 #include "continuum/io/file.h"
 #include "continuum/repo/blob_prefetcher.h"
 #include "continuum/repo/chunker.h"
 #include "dir_listing.h"
 #include "point_util.h"
+#include "restore_progress.h"
 #include "sparse_write.h"
 
 namespace continuum::backup {
@@ -63,12 +68,26 @@ struct timespec Ts(int64_t ns) {
 // Invariant: every descriptor this class holds is a directory it created or
 // found as a real directory (opened O_NOFOLLOW) inside the target, and names
 // passed to *at() calls passed IsSafeEntryName, so no call resolves outside.
+//
+// Resuming: every non-directory entry the restore visits gets a sequence
+// number in visiting order (the order is fixed by the point and the --include
+// patterns). Entries complete out of order only behind pending files, which
+// complete in creation order, so "every entry before the oldest pending file
+// is complete" is the watermark a checkpoint records after syncfs. A resumed
+// run skips entries below the recorded watermark (verifying them with
+// --verify) and redoes the rest, replacing whatever a half-done entry left.
 class PathRestorer {
  public:
   PathRestorer(repo::Repository& repo, repo::BlobPrefetcher& prefetch, const RestoreOptions& options,
-               const ProgressFn& progress, const std::function<void(const Status&)>& warn, int root_fd)
+               const ProgressFn& progress, const std::function<void(const Status&)>& warn, int root_fd,
+               const RestoreProgressFile* progress_file, RestoreProgress record)
       : repo_(repo), prefetch_(prefetch), options_(options), progress_(progress), warn_(warn), root_fd_(root_fd),
-        zeros_(1u << 20, 0) {}
+        zeros_(1u << 20, 0), progress_file_(progress_file), record_(record), resume_(record.done),
+        last_checkpoint_ns_(MonoNowNs()) {
+    report_.resumed = resume_ > 0;
+    report_.bytes_resumed = record.bytes_done;
+    completed_bytes_ = record.bytes_done;
+  }
 
   ~PathRestorer() {
     for (auto& f : pending_) ::close(f.fd);
@@ -87,6 +106,12 @@ class PathRestorer {
     CONTINUUM_ASSIGN_OR_RETURN(repo::Tree tree, repo_.GetTree(tree_id));
     CONTINUUM_ASSIGN_OR_RETURN(std::vector<DirEntry> entries, DecodeDirListing(tree.payload, tree.refs.size(), what));
     for (const auto& e : entries) {
+      if (rel.empty() && IsProgressFileName(e.name)) {
+        // Restoring it would replace this restore's own progress file.
+        Warn(Status(StatusCode::kFailedPrecondition,
+                    "'" + e.name + "' not restored: the name of the restore progress file"));
+        continue;
+      }
       const std::string child = rel.empty() ? e.name : rel + "/" + e.name;
       const bool sel = selected || Included(child);
       if (e.type == EntryType::kDir) {
@@ -104,7 +129,29 @@ class PathRestorer {
 
   const RestoreReport& report() const { return report_; }
 
+  // Records progress when enough was written or enough time passed since the
+  // last record: syncfs first, so what the record calls complete is durable.
+  Status MaybeCheckpoint() {
+    if (!progress_file_) return Status::Ok();
+    const bool due = unsynced_bytes_ >= options_.checkpoint_bytes ||
+                     MonoNowNs() - last_checkpoint_ns_ >= options_.checkpoint_interval_ns;
+    if (!due) return Status::Ok();
+    last_checkpoint_ns_ = MonoNowNs();
+    const uint64_t done = std::max(resume_, pending_.empty() ? next_seq_ : pending_.front().seq);
+    if (done <= record_.done) return Status::Ok();
+    if (::syncfs(root_fd_) != 0) return PosixError("sync the filesystem of " + options_.target, errno);
+    record_.done = done;
+    record_.bytes_done = completed_bytes_;
+    CONTINUUM_RETURN_IF_ERROR(progress_file_->Save(record_));
+    unsynced_bytes_ = 0;
+    return Status::Ok();
+  }
+
  private:
+  static bool IsProgressFileName(const std::string& name) {
+    return name == RestoreProgressFile::kTreeName || name == std::string(RestoreProgressFile::kTreeName) + ".tmp";
+  }
+
   bool Included(const std::string& rel) const {
     if (options_.includes.empty()) return true;
     for (const auto& pat : options_.includes) {
@@ -196,11 +243,35 @@ class PathRestorer {
   }
 
   Status RestoreLeaf(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel) {
+    const uint64_t seq = next_seq_++;
+    if (seq < resume_) return SkipLeaf(tree, dir_fd, e, rel, seq);
     CONTINUUM_RETURN_IF_ERROR(ClearName(dir_fd, e, rel));
     ++report_.files;
+    if (e.type == EntryType::kFile) return RestoreFile(tree, dir_fd, e, rel, seq);
+    CONTINUUM_RETURN_IF_ERROR(RestoreSpecial(dir_fd, e, rel));
+    return MaybeCheckpoint();
+  }
+
+  // An entry the interrupted run completed (and made durable). With --verify a
+  // file's content is fetched and compared with what is there.
+  Status SkipLeaf(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel, uint64_t seq) {
+    ++report_.files;
+    if (e.type != EntryType::kFile) return Status::Ok();
+    if (e.hardlink_group) {
+      // The first of its group: later links (maybe not yet restored) go to it.
+      if (links_.count(e.hardlink_group)) return Status::Ok();
+      links_[e.hardlink_group] = rel;
+    }
+    if (!options_.verify) return Status::Ok();
+    int fd = ::openat(dir_fd, e.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return PosixError("verify " + Path(rel) + " (restored before the interruption)", errno);
+    return AddPending(tree, {.fd = fd, .entry = e, .rel = rel, .seq = seq, .verify_only = true});
+  }
+
+  Status RestoreSpecial(int dir_fd, const DirEntry& e, const std::string& rel) {
     switch (e.type) {
       case EntryType::kFile:
-        return RestoreFile(tree, dir_fd, e, rel);
+        break;
       case EntryType::kSymlink:
         // The target is stored as is; it is never followed by this restore.
         if (::symlinkat(e.link_target.c_str(), dir_fd, e.name.c_str()) != 0) {
@@ -232,9 +303,28 @@ class PathRestorer {
     int fd = -1;  // owned
     DirEntry entry;
     std::string rel;
+    uint64_t seq = 0;
+    bool verify_only = false;  // restored by an interrupted run: compare, do not write
   };
 
-  Status RestoreFile(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel) {
+  Status AddPending(const repo::Tree& tree, PendingFile f) {
+    const DirEntry& e = f.entry;
+    pending_bytes_ += e.size;
+    std::vector<repo::BlobId> blobs;
+    for (int64_t c : e.chunks) {
+      if (c >= 0) blobs.push_back(tree.refs[static_cast<size_t>(c)]);
+    }
+    pending_.push_back(std::move(f));
+    for (const auto& id : blobs) CONTINUUM_RETURN_IF_ERROR(prefetch_.Enqueue(id));
+    // Directory metadata may be applied before this file's content is written:
+    // writing content does not change the directory.
+    while (pending_.size() > kMaxPendingFiles || pending_bytes_ > kMaxPendingBytes) {
+      CONTINUUM_RETURN_IF_ERROR(CompleteOldest());
+    }
+    return Status::Ok();
+  }
+
+  Status RestoreFile(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel, uint64_t seq) {
     if (e.hardlink_group) {
       auto it = links_.find(e.hardlink_group);
       if (it != links_.end()) {
@@ -242,7 +332,7 @@ class PathRestorer {
         if (::linkat(root_fd_, it->second.c_str(), dir_fd, e.name.c_str(), 0) != 0) {
           return PosixError("link " + Path(rel) + " to " + Path(it->second), errno);
         }
-        return Status::Ok();
+        return MaybeCheckpoint();
       }
     }
     int flags = (options_.verify ? O_RDWR : O_WRONLY) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
@@ -251,17 +341,7 @@ class PathRestorer {
     // The name exists from here on: later hard links to it can be made before
     // its content is written.
     if (e.hardlink_group) links_[e.hardlink_group] = rel;
-    pending_.push_back({.fd = fd, .entry = e, .rel = rel});
-    pending_bytes_ += e.size;
-    for (int64_t c : e.chunks) {
-      if (c >= 0) CONTINUUM_RETURN_IF_ERROR(prefetch_.Enqueue(tree.refs[static_cast<size_t>(c)]));
-    }
-    // Directory metadata may be applied before this file's content is written:
-    // writing content does not change the directory.
-    while (pending_.size() > kMaxPendingFiles || pending_bytes_ > kMaxPendingBytes) {
-      CONTINUUM_RETURN_IF_ERROR(CompleteOldest());
-    }
-    return Status::Ok();
+    return AddPending(tree, {.fd = fd, .entry = e, .rel = rel, .seq = seq, .verify_only = false});
   }
 
   Status CompleteOldest() {
@@ -290,22 +370,29 @@ class PathRestorer {
         bad = true;
         continue;
       }
-      // The file was created empty (O_EXCL): zero blocks inside data chunks stay holes.
-      CONTINUUM_RETURN_IF_ERROR(WriteSparse(f.fd, offset, data, Path(rel)));
       if (options_.verify) sha.Update(data.data(), data.size());
       offset += data.size();
+      if (f.verify_only) continue;
+      // The file was created empty (O_EXCL): zero blocks inside data chunks stay holes.
+      CONTINUUM_RETURN_IF_ERROR(WriteSparse(f.fd, offset - data.size(), data, Path(rel)));
       report_.bytes_written += data.size();
+      unsynced_bytes_ += data.size();
       Report();
     }
     if (bad || offset != e.size) {
       return DataLoss("file '" + rel + "' of the point: content does not add up to its size " + std::to_string(e.size));
     }
-    if (::ftruncate(f.fd, static_cast<off_t>(e.size)) != 0) return PosixError("truncate " + Path(rel), errno);
-    CONTINUUM_RETURN_IF_ERROR(ApplyMeta(f.fd, e, rel));
-    if (!options_.verify) return Status::Ok();
-    uint8_t want[kDigestLen];
-    sha.Final(want);
-    return VerifyFile(f.fd, e, rel, want);
+    if (!f.verify_only) {
+      if (::ftruncate(f.fd, static_cast<off_t>(e.size)) != 0) return PosixError("truncate " + Path(rel), errno);
+      CONTINUUM_RETURN_IF_ERROR(ApplyMeta(f.fd, e, rel));
+      completed_bytes_ += e.size;
+    }
+    if (options_.verify) {
+      uint8_t want[kDigestLen];
+      sha.Final(want);
+      CONTINUUM_RETURN_IF_ERROR(VerifyFile(f.fd, e, rel, want));
+    }
+    return MaybeCheckpoint();
   }
 
   void HashZeros(Sha256* sha, uint64_t n) {
@@ -353,24 +440,57 @@ class PathRestorer {
   std::unordered_map<uint64_t, std::string> links_;  // hard-link group -> path (relative to root) restored first
   std::deque<PendingFile> pending_;
   uint64_t pending_bytes_ = 0;
+  // Resuming and checkpoints (see the class comment).
+  const RestoreProgressFile* progress_file_;  // null: no checkpoints
+  RestoreProgress record_;                     // last recorded
+  const uint64_t resume_;                      // entries below it were complete at the start
+  uint64_t next_seq_ = 0;
+  uint64_t completed_bytes_ = 0;  // file bytes of entries below the watermark (approximately: informational)
+  uint64_t unsynced_bytes_ = 0;
+  int64_t last_checkpoint_ns_;
 };
 
 }  // namespace
 
-Result<RestoreReport> RestorePaths(repo::Repository& repo, const repo::BlobId& root, const RestoreOptions& options,
-                                   const ProgressFn& progress, const std::function<void(const Status&)>& warn) {
+Result<RestoreReport> RestorePaths(repo::Repository& repo, const repo::ManifestId& point, const repo::BlobId& root,
+                                   const RestoreOptions& options, const ProgressFn& progress,
+                                   const std::function<void(const Status&)>& warn) {
+  RestoreProgressFile pf(RestoreProgressFile::ForTree(options.target));
+  RestoreProgress record{.point = point,
+                         .type = PointType::kPath,
+                         .options = RestoreOptionsDigest(PointType::kPath, options.includes, 0, 0)};
+  CONTINUUM_ASSIGN_OR_RETURN(std::optional<RestoreProgress> prior, pf.Claim(record, options.restart));
+  if (prior) record = *prior;
+  DropUnusedProgress drop_unused(pf);
+
   CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(options.target, 0700));
   int fd = ::open(options.target.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return PosixError("open " + options.target, errno);
   Fd guard(fd);
+  // Claims the target before anything is written into it.
+  CONTINUUM_RETURN_IF_ERROR(pf.Save(record));
+  if (record.done > 0 && options.notice) {
+    options.notice("resuming restore of " + point.Hex().substr(0, 12) + " at entry " + std::to_string(record.done) +
+                   " (" + FormatSize(record.bytes_done) + " of files restored before the interruption, recorded in " +
+                   pf.path() + ")");
+  }
   CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
-  PathRestorer restorer(repo, *prefetch, options, progress, warn, fd);
+  PathRestorer restorer(repo, *prefetch, options, progress, warn, fd, &pf, record);
   bool any = false;
   CONTINUUM_RETURN_IF_ERROR(restorer.RestoreDir(root, fd, "", false, 0, &any));
   CONTINUUM_RETURN_IF_ERROR(restorer.Finish());
-  if (!options.includes.empty() && !any) return NotFound("no entry of the point matches the --include patterns");
+  if (!options.includes.empty() && !any) {
+    pf.Remove().IgnoreError();  // nothing was restored: nothing to resume
+    return NotFound("no entry of the point matches the --include patterns");
+  }
+  // Everything restored is durable before the progress file goes: after it is
+  // gone, a re-run starts over instead of resuming.
+  if (::syncfs(fd) != 0) return PosixError("sync the filesystem of " + options.target, errno);
   if (::fsync(fd) != 0) return PosixError("fsync " + options.target, errno);
-  return restorer.report();
+  CONTINUUM_RETURN_IF_ERROR(pf.Remove());
+  RestoreReport report = restorer.report();
+  report.progress_file = pf.path();
+  return report;
 }
 
 }  // namespace continuum::backup

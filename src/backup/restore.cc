@@ -15,9 +15,9 @@ Result<RestoreReport> Restore(repo::Repository& repo, const PointInfo& point, co
       return InvalidArgument("--include selects files of path points; point " + point.id.Hex().substr(0, 12) +
                              " is an image");
     }
-    return RestoreImage(repo, m.roots[0], options, progress);
+    return RestoreImage(repo, point.id, m.roots[0], options, progress);
   }
-  return RestorePaths(repo, m.roots[0], options, progress, warn);
+  return RestorePaths(repo, point.id, m.roots[0], options, progress, warn);
 }
 
 }  // namespace continuum::backup

@@ -231,6 +231,14 @@ void PrintCheck(const repo::CheckReport& r, const std::map<repo::ManifestId, Poi
     for (const auto& p : r.pack_problems) {
       j["pack_problems"].push_back({{"pack", p.pack}, {"problem", p.problem}, {"lost_blobs", p.lost_blobs.size()}});
     }
+    if (r.append_only) {
+      j["append_only"] = {{"immutability_supported", r.immutability_supported},
+                          {"immutable_files", r.immutable_files},
+                          {"mutable_files", r.mutable_files.size()},
+                          {"mutable_file_names", r.mutable_files}};
+    } else {
+      j["append_only"] = nullptr;
+    }
     j["damaged_points"] = nlohmann::json::array();
     for (const auto& m : r.manifest_problems) {
       j["damaged_points"].push_back({{"id", m.manifest.Hex()}, {"problem", m.problem},
@@ -249,6 +257,13 @@ void PrintCheck(const repo::CheckReport& r, const std::map<repo::ManifestId, Poi
   }
   for (const auto& s : r.unindexed_packs) std::printf("unindexed pack (harmless, 'repo repair' adopts it): %s\n", s.c_str());
   for (const auto& s : r.lock_problems) std::printf("undecodable lock: %s\n", s.c_str());
+  if (r.append_only && !r.immutability_supported) {
+    std::printf("append-only: not enforced by the filesystem (no immutable flag there); clients refuse deletes\n");
+  } else if (r.append_only) {
+    std::printf("append-only: %llu files immutable, %zu lacking the immutable flag\n",
+                (unsigned long long)r.immutable_files, r.mutable_files.size());
+    for (const auto& s : r.mutable_files) std::printf("not immutable: %s\n", s.c_str());
+  }
   std::printf(r.ok() ? "no problems found\n" : "problems found: the points above need the damaged data\n");
 }
 
@@ -318,6 +333,7 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
     bool append_only = false;
     bool read_data = false;
     bool verify = false;
+    bool restart = false;
     std::string kind = "incremental";  // backup path
     std::string source, point, to;
     std::vector<std::string> sources, excludes, includes, tags;
@@ -386,12 +402,17 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
         for (const auto& p : rep->bad_packs) bad.push_back({{"pack", p.pack}, {"problem", p.problem}});
         PrintJson({{"packs_indexed", rep->packs_indexed}, {"blobs_indexed", rep->blobs_indexed},
                    {"index_files_written", rep->index_files_written}, {"index_files_removed", rep->index_files_removed},
-                   {"bad_packs", bad}});
+                   {"files_made_immutable", rep->files_made_immutable},
+                   {"immutability_problem", rep->immutability_problem}, {"bad_packs", bad}});
       } else {
         std::printf("indexed %llu blobs in %llu packs (%llu index files written, %llu removed)\n",
                     (unsigned long long)rep->blobs_indexed, (unsigned long long)rep->packs_indexed,
                     (unsigned long long)rep->index_files_written, (unsigned long long)rep->index_files_removed);
         for (const auto& p : rep->bad_packs) std::printf("skipped pack %s: %s\n", p.pack.c_str(), p.problem.c_str());
+        if (rep->files_made_immutable) {
+          std::printf("made %llu files immutable (append-only)\n", (unsigned long long)rep->files_made_immutable);
+        }
+        if (!rep->immutability_problem.empty()) std::printf("%s\n", rep->immutability_problem.c_str());
       }
       return 0;
     };
@@ -614,6 +635,9 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
   rs->add_option("--include", s.includes, "only paths (relative to the point) matching PATTERN (repeatable)")
       ->allow_extra_args(false);
   rs->add_flag("--verify", s.verify, "re-read what was written and compare");
+  rs->add_flag("--restart", s.restart,
+               "start over, discarding the progress file of an interrupted restore to this target "
+               "(without it, an interrupted restore of the same point resumes)");
   AddProgressOption(rs);
   rs->callback([action, json] {
     *action = [json] {
@@ -625,8 +649,13 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
       TermProgress progress(*json);
       int64_t start = MonoNowNs();
       uint64_t warnings = 0;
+      backup::RestoreOptions ro{.target = s.to, .includes = s.includes, .verify = s.verify, .restart = s.restart};
+      ro.notice = [&](const std::string& msg) {
+        progress.Done();
+        std::cerr << msg << std::endl;
+      };
       auto rep = backup::Restore(
-          **r, *point, {.target = s.to, .includes = s.includes, .verify = s.verify},
+          **r, *point, ro,
           [&](const backup::Progress& pr) { progress(pr); },
           [&](const Status& w) {
             ++warnings;
@@ -639,11 +668,15 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
       if (*json) {
         PrintJson({{"id", point->id.Hex()}, {"to", s.to}, {"entries", rep->files},
                    {"bytes_written", rep->bytes_written}, {"bytes_verified", rep->bytes_verified},
-                   {"warnings", warnings}, {"verified", s.verify}});
+                   {"warnings", warnings}, {"verified", s.verify}, {"resumed", rep->resumed},
+                   {"bytes_resumed", rep->bytes_resumed}});
       } else {
+        std::string extra;
+        if (rep->resumed) extra += ", resumed after " + FormatSize(rep->bytes_resumed) + " restored before";
+        if (s.verify) extra += ", " + FormatSize(rep->bytes_verified) + " verified";
         std::printf("restored point %s to %s: %llu entries, %s written in %.1fs%s\n", ShortId(point->id).c_str(),
                     s.to.c_str(), (unsigned long long)rep->files, FormatSize(rep->bytes_written).c_str(), secs,
-                    s.verify ? (", " + FormatSize(rep->bytes_verified) + " verified").c_str() : "");
+                    extra.c_str());
       }
       return 0;
     };

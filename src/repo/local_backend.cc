@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <linux/fs.h>
 #include <stdio.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -10,6 +12,7 @@
 #include <cerrno>
 #include <cstdlib>
 
+#include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
 #include "repo/crypto.h"
@@ -66,6 +69,11 @@ std::string RandomHex8() {
   }
   return s;
 }
+
+// errno values that mean "this filesystem or process cannot set inode flags",
+// as opposed to an I/O error: tmpfs and FUSE (ENOTTY, EOPNOTSUPP), some
+// filesystems (EINVAL), no CAP_LINUX_IMMUTABLE (EPERM).
+bool FlagsUnsupported(int err) { return err == ENOTTY || err == EOPNOTSUPP || err == EINVAL || err == ENOSYS; }
 
 }  // namespace
 
@@ -143,6 +151,9 @@ Status LocalBackend::Write(FileKind kind, const std::string& name, std::span<con
     }
     if (err == EEXIST) {
       ::unlink(tmp.c_str());
+      // A writer that crashed between its rename and SealWritten left the
+      // file complete but mutable: finish its job.
+      if (write_once_ && IsWriteOnceKind(kind)) SealWritten(final_path);
       return AlreadyExists(final_path + " already exists");
     }
     if (err != 0) st = PosixError("rename " + tmp, err);
@@ -152,7 +163,77 @@ Status LocalBackend::Write(FileKind kind, const std::string& name, std::span<con
     return st.WithContext(context);
   }
   // The rename is durable only once the directory is.
-  return io::SyncDir(dir).WithContext(context);
+  CONTINUUM_RETURN_IF_ERROR(io::SyncDir(dir).WithContext(context));
+  // Only now: a file made immutable under its temporary name could not be
+  // removed by the cleanup above if the rename failed.
+  if (write_once_ && IsWriteOnceKind(kind)) SealWritten(final_path);
+  return Status::Ok();
+}
+
+namespace {
+
+// Sets FS_IMMUTABLE_FL (and makes it durable); 0 or the errno of the failure.
+int SetImmutableFlag(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return errno;
+  int err = 0;
+  int flags = 0;
+  if (::ioctl(fd, FS_IOC_GETFLAGS, &flags) != 0) {
+    err = errno;
+  } else if (!(flags & FS_IMMUTABLE_FL)) {
+    flags |= FS_IMMUTABLE_FL;
+    if (::ioctl(fd, FS_IOC_SETFLAGS, &flags) != 0) {
+      err = errno;
+    } else if (::fsync(fd) != 0) {  // the flag is inode metadata: make it durable too
+      err = errno;
+    }
+  }
+  ::close(fd);
+  return err;
+}
+
+}  // namespace
+
+void LocalBackend::SealWritten(const std::string& path) {
+  int err = SetImmutableFlag(path);
+  if (err == 0) return;
+  if (FlagsUnsupported(err) || err == EPERM) {
+    if (!told_unsupported_.exchange(true)) {
+      Logger("repo")->warn(
+          "{}: append-only repository, but its files cannot be made immutable ({}: {}); "
+          "clients still refuse to delete, the filesystem does not enforce it",
+          root_, path, err == EPERM ? "no CAP_LINUX_IMMUTABLE" : PosixError("set flags", err).message());
+    }
+    return;
+  }
+  // The file itself is stored and durable; `repo check` reports it as mutable.
+  Logger("repo")->warn("{}: cannot make immutable: {}", path, PosixError("set flags", err).message());
+}
+
+Status LocalBackend::MakeImmutable(FileKind kind, const std::string& name) {
+  std::string path = Describe(kind, name);
+  int err = SetImmutableFlag(path);
+  if (err == 0) return Status::Ok();
+  if (err == EPERM) return FailedPrecondition("cannot make " + path + " immutable: no CAP_LINUX_IMMUTABLE (run as root)");
+  if (FlagsUnsupported(err)) {
+    return FailedPrecondition("cannot make " + path + " immutable: the filesystem has no immutable flag");
+  }
+  return PosixError("make " + path + " immutable", err);
+}
+
+Result<Immutability> LocalBackend::GetImmutability(FileKind kind, const std::string& name) {
+  std::string path = Describe(kind, name);
+  int fd = ::open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  if (fd < 0) return PosixError("open " + path, errno);
+  int flags = 0;
+  int rc = ::ioctl(fd, FS_IOC_GETFLAGS, &flags);
+  int err = errno;
+  ::close(fd);
+  if (rc != 0) {
+    if (FlagsUnsupported(err)) return Immutability::kUnsupported;
+    return PosixError("get flags of " + path, err);
+  }
+  return (flags & FS_IMMUTABLE_FL) ? Immutability::kImmutable : Immutability::kMutable;
 }
 
 Result<std::vector<uint8_t>> LocalBackend::Read(FileKind kind, const std::string& name, uint64_t max_bytes) {

@@ -50,6 +50,8 @@ Status Repository::Init(std::unique_ptr<Backend> backend, const Credentials& cre
   CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> config_bytes, config.Encode(**crypto));
 
   CONTINUUM_RETURN_IF_ERROR(backend->Create());
+  // The key and config are never rewritten: immutable from the start.
+  backend->SetWriteOnce(options.append_only);
   // The key goes first: a config without a key would be an unopenable repository,
   // while a key without a config is just an unfinished init that can be redone.
   Status st = backend->Write(FileKind::kKey, Sha256(*key_file).Hex(), *key_file);
@@ -122,6 +124,7 @@ Result<std::unique_ptr<Repository>> Repository::Open(std::unique_ptr<Backend> ba
   s.options = std::move(options);
   s.codec = std::make_unique<BlobCodec>(s.crypto.get(), s.options.compression_level);
   s.pack = std::make_unique<PackWriter>(s.codec.get(), s.crypto.get());
+  backend->SetWriteOnce(s.config.append_only);
   r->backend_ = std::move(backend);
 
   LockManager::Options lock_options{.stale_ns = s.options.stale_lock_ns,

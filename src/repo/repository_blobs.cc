@@ -41,6 +41,8 @@ Status Repository::AddEncoded(const PackEntry& entry, std::span<const uint8_t> s
 
 bool Repository::Has(const BlobId& id) const { return s_->index.Has(id) || s_->pack->Find(id) != nullptr; }
 
+BlobId Repository::IdOf(BlobType type, std::span<const uint8_t> data) { return s_->crypto->Id(type, data); }
+
 Result<std::vector<uint8_t>> Repository::Get(const BlobId& id) {
   // A long restore keeps its lock fresh too, or a prune could judge it stale.
   CONTINUUM_RETURN_IF_ERROR(Refresh());

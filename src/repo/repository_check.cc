@@ -110,7 +110,38 @@ Result<CheckReport> Repository::Check(bool read_data) {
     if (!bytes.ok()) continue;
     if (auto rec = LockManager::Decode(*bytes, what); !rec.ok()) rep.lock_problems.push_back(rec.status().message());
   }
+  if (s_->config.append_only) CONTINUUM_RETURN_IF_ERROR(CheckImmutability(&rep));
   return rep;
+}
+
+Status Repository::CheckImmutability(CheckReport* rep, std::vector<std::pair<FileKind, std::string>>* unflagged) {
+  rep->append_only = true;
+  rep->immutability_supported = true;
+  for (FileKind kind : {FileKind::kConfig, FileKind::kKey, FileKind::kPack, FileKind::kIndex, FileKind::kManifest,
+                        FileKind::kPin}) {
+    CONTINUUM_ASSIGN_OR_RETURN(auto names, backend_->List(kind));
+    for (const auto& name : names) {
+      auto state = backend_->GetImmutability(kind, name);
+      if (!state.ok()) {
+        if (state.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
+        return state.status();
+      }
+      if (*state == Immutability::kUnsupported) {
+        rep->immutability_supported = false;
+        rep->immutable_files = 0;
+        rep->mutable_files.clear();
+        if (unflagged) unflagged->clear();
+        return Status::Ok();
+      }
+      if (*state == Immutability::kImmutable) {
+        ++rep->immutable_files;
+      } else {
+        rep->mutable_files.push_back(backend_->Describe(kind, name));
+        if (unflagged) unflagged->emplace_back(kind, name);
+      }
+    }
+  }
+  return Status::Ok();
 }
 
 Result<RebuildReport> Repository::RebuildIndex(bool read_data) {
@@ -193,6 +224,21 @@ Result<RebuildReport> Repository::RebuildIndex(bool read_data) {
   }
   std::vector<std::string> problems;
   CONTINUUM_RETURN_IF_ERROR(LoadIndex(&s.index, &s.index_files, &problems));
+  if (s.config.append_only) {
+    CheckReport flags;
+    std::vector<std::pair<FileKind, std::string>> unflagged;
+    CONTINUUM_RETURN_IF_ERROR(CheckImmutability(&flags, &unflagged));
+    for (const auto& [kind, name] : unflagged) {
+      Status st = backend_->MakeImmutable(kind, name);
+      if (st.code() == StatusCode::kFailedPrecondition) {
+        // Not root, or no flag here: the index is rebuilt all the same.
+        rep.immutability_problem = st.message();
+        break;
+      }
+      CONTINUUM_RETURN_IF_ERROR(st);
+      ++rep.files_made_immutable;
+    }
+  }
   return rep;
 }
 

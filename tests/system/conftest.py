@@ -147,3 +147,12 @@ def make_agent(tmp_path):
     finally:
         for a in created:
             a.cleanup()
+
+
+@pytest.fixture
+def clears_immutable(tmp_path):
+    """For tests that make append-only repositories under tmp_path: their files get the
+    immutable flag, which pytest could not remove; clear it afterwards."""
+    yield tmp_path
+    subprocess.run(["chattr", "-R", "-f", "-i", str(tmp_path)], check=False,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

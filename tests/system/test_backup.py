@@ -99,7 +99,7 @@ def write_into_fs(loops, image, mnt, files):
     loops.detach(dev)
 
 
-def test_init_needs_repo_and_password_and_refuses_twice(tmp_path):
+def test_init_needs_repo_and_password_and_refuses_twice(tmp_path, clears_immutable):
     r = Repo(tmp_path)
     res = r.cli("repo", "init", "--password-file", str(r.pwfile), creds=False, check=False)
     assert res.returncode == 2 and "--repo" in res.stderr and "$CONTINUUM_REPO" in res.stderr

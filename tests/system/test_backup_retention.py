@@ -94,7 +94,7 @@ def test_forget_keeps_pinned_points_and_dry_run_changes_nothing(repo, tmp_path):
     assert bad.returncode == 2 and "unknown duration unit" in bad.stderr
 
 
-def test_forget_refuses_in_append_only_repositories(tmp_path):
+def test_forget_refuses_in_append_only_repositories(tmp_path, clears_immutable):
     repo = Repo(tmp_path)
     repo.cli("repo", "init", "--append-only")
     image_point(repo, tmp_path, "a.img", 1 << 20)

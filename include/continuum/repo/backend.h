@@ -13,6 +13,17 @@ namespace continuum::repo {
 // The kinds of repository files (docs/format/repository.md, "Layout").
 enum class FileKind { kConfig, kKey, kPack, kIndex, kManifest, kLock, kPin };
 std::string_view FileKindName(FileKind kind);
+// Files of every kind but locks are complete when written and never rewritten
+// (pins are removed only outside append-only mode): the kinds an append-only
+// repository makes immutable.
+inline bool IsWriteOnceKind(FileKind kind) { return kind != FileKind::kLock; }
+
+// Whether the storage keeps a file from being changed or deleted.
+enum class Immutability {
+  kImmutable,    // FS_IMMUTABLE_FL set: not even its owner can delete or change it
+  kMutable,
+  kUnsupported,  // the storage has no such flag (tmpfs, object stores without object lock)
+};
 
 // Where a repository's files live: a local directory now, an object store later.
 // The contract every implementation keeps:
@@ -47,6 +58,22 @@ class Backend {
   // Deletes temporary files whose writer is gone (same host, process not running)
   // or that are older than `older_than_ns`. Returns how many were removed.
   virtual Result<size_t> CleanTemporary(int64_t older_than_ns) = 0;
+
+  // Append-only protection: when on, Write makes every file of a write-once kind
+  // (IsWriteOnceKind) immutable once it is durable, where the storage supports
+  // that; where it does not, it says so once in the log and stores the file
+  // anyway. Set before the first Write; not thread-safe against Write.
+  virtual void SetWriteOnce(bool on) { (void)on; }
+  virtual Result<Immutability> GetImmutability(FileKind kind, const std::string& name) {
+    (void)kind;
+    (void)name;
+    return Immutability::kUnsupported;
+  }
+  // Makes one stored file immutable now (repair of files a client without the
+  // privilege wrote). kFailedPrecondition where the storage or process cannot.
+  virtual Status MakeImmutable(FileKind kind, const std::string& name) {
+    return FailedPrecondition("cannot make " + Describe(kind, name) + " immutable: not supported by this storage");
+  }
 };
 
 }  // namespace continuum::repo

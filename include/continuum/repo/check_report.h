@@ -34,6 +34,14 @@ struct CheckReport {
   std::vector<ManifestProblem> manifest_problems;
   std::vector<std::string> lock_problems;   // undecodable lock files
 
+  // Append-only repositories: whether the filesystem enforces it. Every file of
+  // a write-once kind (config, keys, packs, index files, manifests, pins) is
+  // asked for its immutable flag. Informational: not part of ok().
+  bool append_only = false;
+  bool immutability_supported = false;     // false: the storage has no immutable flag
+  uint64_t immutable_files = 0;
+  std::vector<std::string> mutable_files;  // write-once files lacking the flag
+
   // True when every point restores (unindexed packs are only wasted space).
   bool ok() const { return index_problems.empty() && pack_problems.empty() && manifest_problems.empty(); }
 };
@@ -43,6 +51,10 @@ struct RebuildReport {
   uint64_t blobs_indexed = 0;
   uint64_t index_files_written = 0;
   uint64_t index_files_removed = 0;
+  // Append-only repositories: write-once files that lacked the immutable flag
+  // and got it (written by a client without the privilege, say).
+  uint64_t files_made_immutable = 0;
+  std::string immutability_problem;  // why the rest could not be (no privilege, no flag)
   // Packs whose header does not decode (left in place, not indexed), and with
   // read_data packs whose damaged blobs were left out (lost_blobs).
   std::vector<PackProblem> bad_packs;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <memory>
 #include <string>
 
@@ -9,8 +10,9 @@ namespace continuum::repo {
 
 // A repository in a local directory (layout in docs/format/repository.md).
 // Writes go to tmp/<pid>-<random>-<host>, are fsynced, renamed without replacing
-// and the directory fsynced. Thread-safety: stateless beyond the root path; safe
-// for concurrent use.
+// and the directory fsynced. In write-once mode the file then gets
+// FS_IMMUTABLE_FL (needs CAP_LINUX_IMMUTABLE) and is fsynced again.
+// Thread-safety: safe for concurrent use once SetWriteOnce has been called.
 class LocalBackend : public Backend {
  public:
   explicit LocalBackend(std::string root);
@@ -26,10 +28,18 @@ class LocalBackend : public Backend {
   Result<std::vector<std::string>> List(FileKind kind) override;
   Status Remove(FileKind kind, const std::string& name) override;
   Result<size_t> CleanTemporary(int64_t older_than_ns) override;
+  void SetWriteOnce(bool on) override { write_once_ = on; }
+  Result<Immutability> GetImmutability(FileKind kind, const std::string& name) override;
+  Status MakeImmutable(FileKind kind, const std::string& name) override;
 
  private:
   std::string Dir(FileKind kind, const std::string& name) const;
+  // Sets FS_IMMUTABLE_FL on a stored file. A filesystem or process that cannot
+  // is logged once, not an error: the file is stored either way.
+  void SealWritten(const std::string& path);
   std::string root_;
+  bool write_once_ = false;
+  std::atomic<bool> told_unsupported_{false};
 };
 
 }  // namespace continuum::repo

@@ -73,6 +73,10 @@ class Repository {
   // kDataLoss naming the pack if damaged.
   Result<std::vector<uint8_t>> Get(const BlobId& id);
   bool Has(const BlobId& id) const;
+  // The id a blob with this content has in this repository (keyed, so only a
+  // holder of the key can compute it): lets a restore verify what it wrote
+  // without reading the repository again.
+  BlobId IdOf(BlobType type, std::span<const uint8_t> data);
   // Writes the current pack and an index file for every pack not yet indexed.
   // Files are written to a temp name, fsynced, renamed, and the directory fsynced.
   Status Flush();
@@ -111,7 +115,9 @@ class Repository {
 
   // Verifies the repository: see docs/format/repository.md, "Check and repair".
   Result<CheckReport> Check(bool read_data);
-  // Rebuilds the index from pack headers. Needs an exclusive lock. With
+  // Rebuilds the index from pack headers. Needs an exclusive lock. In an
+  // append-only repository it also flags immutable every write-once file that
+  // lacks the flag (RebuildReport says why where it cannot). With
   // `read_data`, every blob is verified and damaged ones are left out of the new
   // index, so the next backup stores them again (otherwise dedup would keep
   // pointing at the damaged copy).
@@ -136,6 +142,9 @@ class Repository {
   // Appends a blob encoded elsewhere (a pipeline worker) to the current pack;
   // seals the pack when it is full. Dedup was checked by the caller.
   Status AddEncoded(const PackEntry& entry, std::span<const uint8_t> stored);
+  // Fills the append-only fields of a check report; with `unflagged`, also
+  // lists the write-once files lacking the immutable flag.
+  Status CheckImmutability(CheckReport* rep, std::vector<std::pair<FileKind, std::string>>* unflagged = nullptr);
   Status LoadIndex(MasterIndex* index, std::vector<FileId>* files, std::vector<std::string>* problems);
   Status SealPack();
   Status WriteIndex(std::vector<IndexPack> packs, std::vector<FileId> supersedes);

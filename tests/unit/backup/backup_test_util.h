@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "../repo/immutable_util.h"
 #include "continuum/repo/repository.h"
 
 namespace continuum::backup::testing {
@@ -40,7 +41,7 @@ class BackupTest : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("continuum-backup-" + std::to_string(::getpid()) + "-" +
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    repo::testing::RemoveAllClearingImmutable(dir_);
     fs::create_directories(dir_);
     repo_path_ = (dir_ / "repo").string();
     repo::InitOptions init;
@@ -55,7 +56,7 @@ class BackupTest : public ::testing::Test {
   }
   void TearDown() override {
     repo_.reset();
-    fs::remove_all(dir_);
+    repo::testing::RemoveAllClearingImmutable(dir_);
   }
   std::unique_ptr<repo::Repository> Open() {
     repo::OpenOptions o;

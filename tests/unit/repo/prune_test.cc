@@ -268,7 +268,7 @@ TEST_F(PruneTest, AppendOnlyKeepsPinsAndPruneDropsPinsOfGonePoints) {
     ASSERT_TRUE(r->SetPinned(a, true).ok());
     EXPECT_EQ(r->SetPinned(a, false).code(), StatusCode::kFailedPrecondition);
   }
-  fs::remove_all(repo_);
+  testing::RemoveAllClearingImmutable(repo_);
   auto r = InitAndOpen(SmallPacks(LockMode::kExclusive));
   ManifestId a = MakePoint(*r, {1}, 1);
   MakePoint(*r, {2}, 2);

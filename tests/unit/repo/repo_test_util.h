@@ -12,6 +12,7 @@
 #include "continuum/repo/backend.h"
 #include "continuum/repo/local_backend.h"
 #include "continuum/repo/repository.h"
+#include "immutable_util.h"
 
 namespace continuum::repo::testing {
 
@@ -63,11 +64,11 @@ class TempDirTest : public ::testing::Test {
   void SetUp() override {
     dir_ = fs::temp_directory_path() / ("continuum-repo-" + std::to_string(::getpid()) + "-" +
                                         ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
+    RemoveAllClearingImmutable(dir_);
     fs::create_directories(dir_);
     repo_ = (dir_ / "repo").string();
   }
-  void TearDown() override { fs::remove_all(dir_); }
+  void TearDown() override { RemoveAllClearingImmutable(dir_); }
 
   std::unique_ptr<Repository> InitAndOpen(OpenOptions o = SmallPacks(), bool append_only = false) {
     Status st = Repository::Init(repo_, Pw(), FastInit(append_only));
@@ -129,6 +130,8 @@ class FaultBackend : public Backend {
     return inner_->Remove(k, n);
   }
   Result<size_t> CleanTemporary(int64_t t) override { return inner_->CleanTemporary(t); }
+  void SetWriteOnce(bool on) override { inner_->SetWriteOnce(on); }
+  Result<Immutability> GetImmutability(FileKind k, const std::string& n) override { return inner_->GetImmutability(k, n); }
 
  private:
   Status Tick() {

@@ -169,6 +169,56 @@ TEST_F(RepositoryTest, TreesAndManifests) {
   EXPECT_EQ(r->LoadManifest(*mid).status().code(), StatusCode::kNotFound);
 }
 
+TEST_F(RepositoryTest, AppendOnlyFilesAreImmutableWhereSupported) {
+  auto r = InitAndOpen(testing::SmallPacks(), /*append_only=*/true);
+  ASSERT_TRUE(r);
+  auto d = r->Put(BlobType::kData, RandomBytes(100, 1));
+  auto mid = r->SaveManifest({.roots = {*d}});
+  ASSERT_TRUE(mid.ok());
+  ASSERT_TRUE(r->SetPinned(*mid, true).ok());
+  auto state = r->backend().GetImmutability(FileKind::kManifest, mid->Hex());
+  ASSERT_TRUE(state.ok()) << state.status().ToString();
+  auto check = r->Check(false);
+  ASSERT_TRUE(check.ok()) << check.status().ToString();
+  EXPECT_TRUE(check->append_only);
+  if (*state == Immutability::kUnsupported || (*state == Immutability::kMutable && ::geteuid() != 0)) {
+    EXPECT_FALSE(check->immutability_supported && *state == Immutability::kUnsupported);
+    GTEST_SKIP() << "no immutable flag here (filesystem or privileges)";
+  }
+  EXPECT_EQ(*state, Immutability::kImmutable);
+  // config, key, pack, index, manifest, pin; the lock stays mutable and is not counted.
+  EXPECT_TRUE(check->immutability_supported);
+  EXPECT_EQ(check->immutable_files, 6u);
+  EXPECT_TRUE(check->mutable_files.empty());
+  EXPECT_EQ(r->backend().GetImmutability(FileKind::kConfig, "config").value(), Immutability::kImmutable);
+  std::error_code ec;
+  EXPECT_FALSE(fs::remove(Files("manifests").at(0), ec));
+  EXPECT_EQ(ec, std::errc::operation_not_permitted);
+
+  // A file that lost its flag is reported by name, and a rewrite attempt with
+  // the same content (a writer that crashed before sealing) seals it again.
+  ASSERT_TRUE(testing::ClearImmutable(Files("manifests").at(0)));
+  check = r->Check(false);
+  ASSERT_EQ(check->mutable_files.size(), 1u);
+  EXPECT_NE(check->mutable_files[0].find(mid->Hex()), std::string::npos);
+  auto bytes = r->backend().Read(FileKind::kManifest, mid->Hex(), 1 << 20);
+  ASSERT_TRUE(bytes.ok());
+  EXPECT_EQ(r->backend().Write(FileKind::kManifest, mid->Hex(), *bytes, false).code(), StatusCode::kAlreadyExists);
+  EXPECT_EQ(r->Check(false)->mutable_files.size(), 0u);
+}
+
+TEST_F(RepositoryTest, OrdinaryRepositoriesStayMutable) {
+  auto r = InitAndOpen(testing::SmallPacks());
+  ASSERT_TRUE(r);
+  auto d = r->Put(BlobType::kData, RandomBytes(100, 1));
+  auto mid = r->SaveManifest({.roots = {*d}});
+  ASSERT_TRUE(mid.ok());
+  EXPECT_NE(r->backend().GetImmutability(FileKind::kManifest, mid->Hex()).value(), Immutability::kImmutable);
+  auto check = r->Check(false);
+  ASSERT_TRUE(check.ok());
+  EXPECT_FALSE(check->append_only);
+}
+
 TEST_F(RepositoryTest, AppendOnlyRefusesDeletes) {
   auto r = InitAndOpen(testing::SmallPacks(LockMode::kExclusive), /*append_only=*/true);
   ASSERT_TRUE(r);
