@@ -142,6 +142,7 @@ Status VolumeManager::LoadAll() {
       if (j.contains("replica")) {
         const auto& r = j["replica"];
         m->replica = true;
+        m->cfg.replica = true;
         m->source = r.value("source", "");
         m->source_volume = r.value("volume", "");
         m->resync_active = r.value("resync_active", false);
@@ -580,6 +581,7 @@ Result<VolumeManager::ReplicaRef> VolumeManager::AttachReplica(const std::string
     // Replica backings live in the state directory by design.
     auto r = CreateInternal(req, /*allow_state_dir=*/true, [&](Managed* nm) {
       nm->replica = true;
+      nm->cfg.replica = true;
       nm->source = source;
       nm->source_volume = source_volume;
     });

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <map>
 
 #include <nlohmann/json.hpp>
 
@@ -121,26 +122,91 @@ Status Volume::Recover() {
       visit);
   if (!wlog.ok()) return wlog.status().WithContext("volume " + cfg_.name + ": open write log");
   wlog_ = std::move(wlog).value();
-  last_seq_ = std::max({checkpoint_seq_, undo_latest, wlog_last});
+  // A replica holds a seq only once its record (with the data) is in the write
+  // log: an undo record alone is a write whose log append failed (a full
+  // disk), which the source must send again. (On a source such a seq was
+  // never acknowledged and stays used.)
+  last_seq_ = std::max({checkpoint_seq_, cfg_.replica ? uint64_t{0} : undo_latest, wlog_last});
+  if (cfg_.replica && undo_latest > last_seq_) {
+    Logger("volume")->warn("volume {}: seqs {}..{} have before-images but no write-log record; the source sends them "
+                           "again", cfg_.name, last_seq_ + 1, undo_latest);
+  }
   applied_seq_ = last_seq_;
   last_ts_ns_ = ts;
   if (!replay.empty()) {
     Logger("volume")->info("volume {}: replaying {} write-log records after seq {}", cfg_.name, replay.size(),
                            checkpoint_seq_);
-    CONTINUUM_RETURN_IF_ERROR(Replay(replay, undo_latest));
+    std::vector<ChangedExtent> unapplied;
+    CONTINUUM_RETURN_IF_ERROR(Replay(replay, undo_latest, &unapplied));
+    if (!unapplied.empty()) {
+      // Never acknowledged (an fsync waits for every admitted write), so the
+      // mirror's contents stand; but the write may already have gone to
+      // replication targets from the memory ring. New RESYNC records send
+      // every target the mirror's contents of those ranges.
+      uint64_t bytes = 0;
+      for (const auto& e : unapplied) bytes += e.length;
+      Logger("volume")->warn("volume {}: {} write(s) past the checkpoint ({} bytes) never reached the mirror; "
+                             "they were not acknowledged, and replication targets get these ranges again",
+                             cfg_.name, unapplied.size(), bytes);
+      Emit("unapplied_writes", std::to_string(unapplied.size()) + " write(s) in flight at the last stop never "
+                               "reached the mirror; their ranges are resent to replication targets");
+      CONTINUUM_RETURN_IF_ERROR(AppendResync(unapplied).status());
+      CONTINUUM_RETURN_IF_ERROR(wlog_->Sync());
+    }
     CONTINUUM_RETURN_IF_ERROR(Checkpoint());
   }
   last_checkpoint_ns_ = MonoNowNs();
   return Status::Ok();
 }
 
-Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_latest) {
-  // In seq order, one record at a time. Records that carry data (spilled, or
-  // written by an older version) are re-applied: the mirror write is
-  // idempotent, and the undo step runs only where the undo journal does not
-  // have the record yet. Metadata-only records were written to the mirror
-  // before they were acknowledged; they only re-mark the bitmaps.
-  for (const auto& r : records) {
+Result<bool> Volume::MirrorMatches(const ReplayRecord& r) {
+  uint8_t sum[8];
+  CONTINUUM_RETURN_IF_ERROR(r.loc.segment->file->PRead(r.loc.payload_offset, {sum, 8}));
+  uint64_t want = 0;
+  for (int i = 0; i < 8; ++i) want |= static_cast<uint64_t>(sum[i]) << (8 * i);
+  io::AlignedBuffer buf(r.header.length);
+  CONTINUUM_RETURN_IF_ERROR(ReadMirror(r.header.offset, buf.span()));
+  return Checksum64(buf.span()) == want;
+}
+
+Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_latest,
+                      std::vector<ChangedExtent>* unapplied) {
+  // Which metadata-only writes can be checked against the mirror: those whose
+  // blocks no later record overwrote. (A later overlapping write was admitted
+  // only after this one's mirror write succeeded: the range lock orders them,
+  // and a failed mirror write fails the volume.)
+  std::vector<bool> checkable(records.size(), false);
+  {
+    std::map<uint64_t, uint64_t> claimed;  // begin -> end, disjoint
+    auto overlaps = [&](uint64_t b, uint64_t e) {
+      auto it = claimed.upper_bound(b);
+      if (it != claimed.begin() && std::prev(it)->second > b) return true;
+      return it != claimed.end() && it->first < e;
+    };
+    for (size_t i = records.size(); i-- > 0;) {
+      const auto& h = records[i].header;
+      auto kind = static_cast<journal::WriteKind>(h.kind);
+      if (!IsRanged(kind) || h.length == 0) continue;
+      uint64_t b = h.offset, e = h.offset + h.length;
+      if (kind == journal::WriteKind::kWrite && (h.flags & journal::kFlagNoData)) checkable[i] = !overlaps(b, e);
+      // Merge [b, e) into the set.
+      auto it = claimed.upper_bound(b);
+      if (it != claimed.begin() && std::prev(it)->second >= b) --it;
+      while (it != claimed.end() && it->first <= e) {
+        b = std::min(b, it->first);
+        e = std::max(e, it->second);
+        it = claimed.erase(it);
+      }
+      claimed[b] = e;
+    }
+  }
+  // In seq order, one record at a time. Records that carry data (spilled,
+  // replicas, or written by an older version) are re-applied: the mirror
+  // write is idempotent, and the undo step runs only where the undo journal
+  // does not have the record yet. Metadata-only records re-mark the bitmaps;
+  // their data reached the mirror unless they were in flight.
+  for (size_t i = 0; i < records.size(); ++i) {
+    const auto& r = records[i];
     const auto& h = r.header;
     Op op;
     op.kind = static_cast<journal::WriteKind>(h.kind);
@@ -160,6 +226,10 @@ Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_la
     if (op.kind == journal::WriteKind::kResync || (h.flags & journal::kFlagNoData)) {
       if (undo) cdp_->NoteSeq(h.seq, h.ts_ns);
       if (op.kind == journal::WriteKind::kWrite) tracker_->Mark(h.offset, h.length);
+      if (checkable[i] && op.kind == journal::WriteKind::kWrite) {
+        CONTINUUM_ASSIGN_OR_RETURN(bool in_mirror, MirrorMatches(r));
+        if (!in_mirror) unapplied->push_back({h.offset, h.length});
+      }
       continue;
     }
     if (!IsRanged(op.kind)) continue;
@@ -296,6 +366,10 @@ Result<uint64_t> Volume::Commit(Op op) {
       } else if (cursors) {
         ++unbuffered_records_;
       }
+      // A replica logs the data itself (redo): its seqs are the source's, so
+      // it cannot mark an interrupted write for resync the way a source can;
+      // recovery re-applies it instead.
+      if (cfg_.replica && payload.empty()) payload = op.data->span();
       if (payload.empty()) {
         uint64_t c = Checksum64(op.data->span());
         for (int i = 0; i < 8; ++i) sum[i] = static_cast<uint8_t>(c >> (8 * i));
@@ -306,10 +380,13 @@ Result<uint64_t> Volume::Commit(Op op) {
       payload = op.label;
     }
     auto loc = wlog_->Append(h, payload);
+    if (!loc.ok() && cdp_) {
+      // The undo journal already has this seq: the volume fails (Fail takes mu_).
+      return Fail(loc.status().WithContext("volume " + cfg_.name + ": append to write log"));
+    }
     std::lock_guard lock(mu_);
     if (!loc.ok()) {
       Status st = loc.status().WithContext("volume " + cfg_.name + ": append to write log");
-      if (cdp_) return Fail(st);  // the undo journal already has this seq
       if (admit_error_.ok()) {
         // Once per episode: the operator must free space in the state directory.
         Logger("volume")->error("{}", st.message());

@@ -52,6 +52,10 @@ struct VolumeConfig {
   uint64_t cache_bytes = 128ull << 20;
   uint64_t spill_bytes = 4ull << 30;
   int64_t created_ts_ns = 0;
+  // A replica: written only by replication, with the source's seqs. Its
+  // write-log records always carry the data, so recovery can re-apply a
+  // record whose mirror write a crash or a full disk cut short.
+  bool replica = false;
 };
 
 // Called for operator-relevant events ("journal_trimmed", "apply_failed" ...).
@@ -190,7 +194,13 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
       : cfg_(std::move(cfg)), dir_(std::move(dir)), events_(std::move(events)) {}
   Status Recover();
   Status OpenMirror();
-  Status Replay(const std::vector<ReplayRecord>& records, uint64_t undo_latest);
+  // Re-applies records past the checkpoint; returns in *unapplied the ranges
+  // of metadata-only writes whose data is not in the mirror (a write in
+  // flight at a crash, or one whose mirror write failed).
+  Status Replay(const std::vector<ReplayRecord>& records, uint64_t undo_latest,
+                std::vector<ChangedExtent>* unapplied);
+  // Whether the mirror holds the data of metadata-only record `r`.
+  Result<bool> MirrorMatches(const ReplayRecord& r);
   RangeLock LockRange(uint64_t begin, uint64_t end);
   // Runs one operation through the pipeline; returns its seq.
   Result<uint64_t> Commit(Op op);
