@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 
 #include "agent/volume_manager_internal.h"
 
@@ -63,11 +64,47 @@ void ReplicationManager::ResumeAll() {
   }
 }
 
+std::string ReplicationManager::QuorumPath(const std::string& volume) const {
+  return volumes_->state_dir() + "/volumes/" + volume + "/replication.json";
+}
+
+std::shared_ptr<replication::SyncQuorum> ReplicationManager::Quorum(const std::string& volume) {
+  auto& q = quorums_[volume];
+  if (q) return q;
+  int quorum = 0;
+  if (auto text = io::ReadFileToString(QuorumPath(volume)); text.ok()) {
+    auto j = nlohmann::json::parse(*text, nullptr, false);
+    if (!j.is_discarded()) quorum = j.value("quorum", 0);
+  }
+  VolumeManager* vm = volumes_;
+  q = std::make_shared<replication::SyncQuorum>(
+      quorum, [vm, volume](const std::string& k, const std::string& m) { vm->AddEvent(volume, k, m); });
+  return q;
+}
+
+Status ReplicationManager::SetQuorum(const std::string& volume, int quorum) {
+  CONTINUUM_RETURN_IF_ERROR(io::MakeDirs(volumes_->state_dir() + "/volumes/" + volume, 0700));
+  nlohmann::json j{{"quorum", quorum}};
+  CONTINUUM_RETURN_IF_ERROR(io::WriteFileAtomic(QuorumPath(volume), j.dump() + "\n"));
+  std::shared_ptr<replication::SyncQuorum> q;
+  {
+    std::lock_guard lock(mu_);
+    q = Quorum(volume);
+  }
+  volumes_->AddEvent(volume, "quorum_changed",
+                     quorum == 0 ? "every connected sync target acknowledges each write"
+                                 : std::to_string(quorum) + " sync target(s) acknowledge each write");
+  q->SetQuorum(quorum);
+  return Status::Ok();
+}
+
 void ReplicationManager::StopAll() {
-  std::map<std::string, std::vector<std::unique_ptr<replication::TargetSender>>> senders;
+  std::map<std::string, std::vector<std::shared_ptr<replication::TargetSender>>> senders;
+  std::map<std::string, std::shared_ptr<replication::SyncQuorum>> quorums;
   {
     std::lock_guard lock(mu_);
     senders.swap(senders_);
+    quorums.swap(quorums_);
   }
   for (auto& [v, list] : senders) {
     auto vol = volumes_->GetVolume(v);
@@ -94,15 +131,26 @@ Status ReplicationManager::StartSender(const std::string& volume, const std::str
   o.tls = tls_;
   o.source_name = name_;
   o.state_path = StatePath(volume, to);
-  VolumeManager* vm = volumes_;
-  auto sender = replication::TargetSender::Start(vol, o, [vm, volume](const std::string& k, const std::string& m) {
-    vm->AddEvent(volume, k, m);
-  });
-  if (!sender.ok()) return sender.status();
+  std::shared_ptr<replication::SyncQuorum> quorum;
   {
     std::lock_guard lock(mu_);
-    senders_[volume].push_back(std::move(sender).value());
+    quorum = Quorum(volume);
   }
+  // Weak: the quorum holds the sender, the sender must not keep the quorum alive.
+  o.on_change = [w = std::weak_ptr<replication::SyncQuorum>(quorum)] {
+    if (auto q = w.lock()) q->Changed();
+  };
+  VolumeManager* vm = volumes_;
+  auto started = replication::TargetSender::Start(vol, o, [vm, volume](const std::string& k, const std::string& m) {
+    vm->AddEvent(volume, k, m);
+  });
+  if (!started.ok()) return started.status();
+  std::shared_ptr<replication::TargetSender> sender = std::move(started).value();
+  {
+    std::lock_guard lock(mu_);
+    senders_[volume].push_back(sender);
+  }
+  quorum->Add(sender);
   InstallWaiter(volume);
   return Status::Ok();
 }
@@ -110,23 +158,31 @@ Status ReplicationManager::StartSender(const std::string& volume, const std::str
 void ReplicationManager::InstallWaiter(const std::string& volume) {
   auto vol = volumes_->GetVolume(volume);
   if (!vol.ok()) return;
-  // Sync targets hold the writer until they have the write durable; every
-  // sync target must acknowledge (async ones return at once).
-  (*vol)->SetAckWaiter([this, volume](uint64_t seq) -> Status {
-    std::vector<replication::TargetSender*> list;
-    {
-      std::lock_guard lock(mu_);
-      auto it = senders_.find(volume);
-      if (it == senders_.end()) return Status::Ok();
-      for (auto& s : it->second) list.push_back(s.get());
-    }
-    for (auto* s : list) CONTINUUM_RETURN_IF_ERROR(s->WaitDurable(seq));
-    return Status::Ok();
+  std::weak_ptr<replication::SyncQuorum> w;
+  {
+    std::lock_guard lock(mu_);
+    w = Quorum(volume);
+  }
+  // Sync targets hold the writer until the volume's quorum of them has the
+  // write durable (async ones never hold it).
+  (*vol)->SetAckWaiter([w](uint64_t seq) -> Status {
+    auto q = w.lock();
+    return q ? q->Wait(seq) : Status::Ok();
   });
 }
 
 Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, const ReplicateRequest& req) {
   const std::string& to = req.to;
+  std::optional<int> quorum;
+  if (!req.quorum.empty()) {
+    CONTINUUM_ASSIGN_OR_RETURN(quorum, replication::ParseQuorum(req.quorum));
+  }
+  if (to.empty()) {
+    if (!quorum) return InvalidArgument("--to HOST:PORT is required (or --quorum N alone to change the sync quorum)");
+    CONTINUUM_RETURN_IF_ERROR(volumes_->GetVolume(volume).status());
+    CONTINUUM_RETURN_IF_ERROR(SetQuorum(volume, *quorum));
+    return nlohmann::json{{"volume", volume}, {"quorum", *quorum}};
+  }
   CONTINUUM_ASSIGN_OR_RETURN(auto mode, replication::ParseMode(req.mode));
   CONTINUUM_ASSIGN_OR_RETURN(auto codec, replication::ParseCodec(req.compress));
   CONTINUUM_ASSIGN_OR_RETURN(uint64_t bandwidth, replication::ParseRate(req.bandwidth));
@@ -143,7 +199,8 @@ Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, 
     for (auto& s : senders_[volume]) {
       if (s->options().address == to) {
         return AlreadyExists("volume " + volume + " already replicates to " + to +
-                             " (unreplicate first to change the mode)");
+                             " (unreplicate first to change the mode" +
+                             (quorum ? "; --quorum without --to changes only the quorum)" : ")"));
       }
     }
   }
@@ -158,18 +215,24 @@ Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, 
     }
     peer_timeout_ms = static_cast<int>(secs * 1000);
   }
+  // The quorum first: a sync target must not start under the old rule.
+  if (quorum) CONTINUUM_RETURN_IF_ERROR(SetQuorum(volume, *quorum));
   CONTINUUM_RETURN_IF_ERROR(StartSender(volume, to, mode, codec, bandwidth, peer_timeout_ms));
   volumes_->AddEvent(volume, "replication_added",
                      "to " + to + " (" + replication::ModeName(mode) + ", compress " + replication::CodecName(codec) +
                          (bandwidth ? ", limit " + std::to_string(bandwidth) + " bytes/s" : "") + ")");
-  return nlohmann::json{{"volume", volume}, {"to", to}, {"mode", replication::ModeName(mode)},
-                        {"compress", replication::CodecName(codec)}, {"bandwidth", bandwidth}};
+  nlohmann::json out{{"volume", volume}, {"to", to}, {"mode", replication::ModeName(mode)},
+                     {"compress", replication::CodecName(codec)}, {"bandwidth", bandwidth}};
+  if (quorum) out["quorum"] = *quorum;
+  return out;
 }
 
 Status ReplicationManager::Unreplicate(const std::string& volume, const std::string& to) {
-  std::unique_ptr<replication::TargetSender> victim;
+  std::shared_ptr<replication::TargetSender> victim;
+  std::shared_ptr<replication::SyncQuorum> quorum;
   {
     std::lock_guard lock(mu_);
+    quorum = Quorum(volume);
     auto& list = senders_[volume];
     for (auto it = list.begin(); it != list.end(); ++it) {
       if ((*it)->options().address == to) {
@@ -180,6 +243,7 @@ Status ReplicationManager::Unreplicate(const std::string& volume, const std::str
     }
   }
   if (!victim) return NotFound("volume " + volume + " does not replicate to " + to);
+  quorum->Remove(victim.get());  // writers stop waiting for it
   victim->Stop();
   std::filesystem::remove(StatePath(volume, to));
   volumes_->AddEvent(volume, "replication_removed", "to " + to);
@@ -188,9 +252,21 @@ Status ReplicationManager::Unreplicate(const std::string& volume, const std::str
 
 Result<nlohmann::json> ReplicationManager::Targets(const std::string& volume) {
   CONTINUUM_RETURN_IF_ERROR(volumes_->GetVolume(volume).status());
+  std::vector<std::shared_ptr<replication::TargetSender>> list;
+  std::shared_ptr<replication::SyncQuorum> quorum;
+  {
+    std::lock_guard lock(mu_);
+    list = senders_[volume];
+    quorum = Quorum(volume);
+  }
+  // The volume's sync quorum, repeated in every entry (the list stays a list).
+  nlohmann::json q = quorum->GetStatus().ToJson();
   nlohmann::json out = nlohmann::json::array();
-  std::lock_guard lock(mu_);
-  for (auto& s : senders_[volume]) out.push_back(s->GetStatus().ToJson());
+  for (auto& s : list) {
+    nlohmann::json t = s->GetStatus().ToJson();
+    t["quorum"] = q;
+    out.push_back(std::move(t));
+  }
   return out;
 }
 

@@ -63,16 +63,18 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     auto compress = Field<std::string>(*b, "compress", "none");
     auto bandwidth = Field<std::string>(*b, "bandwidth", "");
     auto peer_timeout = Field<std::string>(*b, "peer_timeout", "");
+    auto quorum = Field<std::string>(*b, "quorum", "");
     if (!to.ok()) return ErrorResponse(to.status());
+    if (!quorum.ok()) return ErrorResponse(quorum.status());
     if (!mode.ok()) return ErrorResponse(mode.status());
     if (!compress.ok()) return ErrorResponse(compress.status());
     if (!bandwidth.ok()) return ErrorResponse(bandwidth.status());
     if (!peer_timeout.ok()) return ErrorResponse(peer_timeout.status());
-    if (to->empty()) return ErrorResponse(InvalidArgument("--to HOST:PORT is required"));
+    // An empty "to" with a quorum only changes the volume's sync quorum.
     return Reply(repl->Replicate(req.path_params.at("name"),
                                  {.to = *to, .mode = *mode, .compress = *compress, .bandwidth = *bandwidth,
-                                  .peer_timeout = *peer_timeout}),
-                 201);
+                                  .peer_timeout = *peer_timeout, .quorum = *quorum}),
+                 to->empty() ? 200 : 201);
   });
   r->Post("/v1/volumes/{name}/targets/remove", [repl](const Request& req) -> Response {
     auto b = Body(req);

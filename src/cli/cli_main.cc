@@ -245,8 +245,12 @@ int CliMain(int argc, char** argv) {
   std::string mode = "async";
   auto* repl = vol->add_subcommand("replicate", "replicate the volume to a DR server (or standby agent)");
   repl->add_option("NAME", v.name)->required();
-  repl->add_option("--to", v.to, "target HOST:PORT")->required();
+  repl->add_option("--to", v.to, "target HOST:PORT (required unless only --quorum is given)");
   repl->add_option("--mode", mode, "sync, async or adaptive")->capture_default_str();
+  std::string quorum;
+  repl->add_option("--quorum", quorum,
+                   "sync targets that must have each write durable before it returns: N or 'all' (the default); "
+                   "a setting of the volume, for all its sync targets");
   std::string compress = "none", bandwidth;
   repl->add_option("--compress", compress, "zstd, lz4 or none")->capture_default_str();
   repl->add_option("--bandwidth", bandwidth, "limit in bytes/s, e.g. 20M (K, M, G suffixes); default unlimited");
@@ -255,12 +259,19 @@ int CliMain(int argc, char** argv) {
   repl->callback([&] {
     action = [&] {
       nlohmann::json body{{"to", v.to}, {"mode", mode}, {"compress", compress}, {"bandwidth", bandwidth},
-                          {"peer_timeout", peer_timeout}};
+                          {"peer_timeout", peer_timeout}, {"quorum", quorum}};
       return Call(g, "POST", "/v1/volumes/" + Esc(v.name) + "/targets", &body, [&](const nlohmann::json& j) {
-        std::cout << "volume " << v.name << " replicates to " << v.to << " (" << j["mode"].get<std::string>()
-                  << ", compress " << j["compress"].get<std::string>();
-        if (j["bandwidth"].get<uint64_t>() > 0) std::cout << ", limit " << FormatSize(j["bandwidth"].get<uint64_t>()) << "/s";
-        std::cout << ")\n";
+        if (j.contains("to")) {
+          std::cout << "volume " << v.name << " replicates to " << v.to << " (" << j["mode"].get<std::string>()
+                    << ", compress " << j["compress"].get<std::string>();
+          if (j["bandwidth"].get<uint64_t>() > 0) std::cout << ", limit " << FormatSize(j["bandwidth"].get<uint64_t>()) << "/s";
+          std::cout << ")\n";
+        }
+        if (j.contains("quorum")) {
+          int q = j["quorum"].get<int>();
+          std::cout << "volume " << v.name << ": each write waits for "
+                    << (q == 0 ? std::string("every connected sync target") : std::to_string(q) + " sync target(s)") << "\n";
+        }
       });
     };
   });
@@ -295,6 +306,11 @@ int CliMain(int argc, char** argv) {
                       t["acked_seq"].dump().c_str(), t["last_seq"].dump().c_str(), t["lag_bytes"].dump().c_str(),
                       t["lag_seconds"].get<double>(), t.value("compress", "none").c_str(), limit_text.c_str(),
                       t["last_error"].get<std::string>().c_str());
+        }
+        if (const auto q = j[0].value("quorum", nlohmann::json()); q.is_object() && q.value("sync_targets", 0) > 0) {
+          std::cout << "sync quorum: " << (q["all"].get<bool>() ? std::string("all") : q["required"].dump())
+                    << " (sync targets " << q["sync_targets"] << ", available " << q["available"] << ")"
+                    << (q["degraded"].get<bool>() ? " (degraded: writes wait only for the available ones)" : "") << "\n";
         }
       });
     };

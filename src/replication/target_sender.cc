@@ -78,6 +78,7 @@ void TargetSender::Stop() {
     if (conn_) conn_->Shutdown();
     cv_.notify_all();
   }
+  Notify();  // writers stop waiting for a stopped target
   if (thread_.joinable()) thread_.join();
   SetState("stopped");
 }
@@ -114,12 +115,15 @@ void TargetSender::SaveState() {
 }
 
 void TargetSender::SetState(const std::string& state, const std::string& error) {
-  std::lock_guard lock(mu_);
-  state_ = state;
-  if (!error.empty()) last_error_ = error;
-  connected_ = state == "streaming";
-  if (!connected_) sync_now_ = false;
-  cv_.notify_all();
+  {
+    std::lock_guard lock(mu_);
+    state_ = state;
+    if (!error.empty()) last_error_ = error;
+    connected_ = state == "streaming";
+    if (!connected_) sync_now_ = false;
+    cv_.notify_all();
+  }
+  Notify();
 }
 
 void TargetSender::Run() {
@@ -183,6 +187,7 @@ Status TargetSender::Session() {
     std::lock_guard lock(mu_);
     replica_ = ack.value("replica", "");
     acked_ = durable;
+    if (unproven_below_ > 0 && acked_ >= unproven_until_) unproven_below_ = 0;
     inflight_.clear();
     inflight_bytes_ = 0;
   }
@@ -225,7 +230,9 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       resync_active_ = true;
       resync_first_ = before + 1;
       resync_last_ = last;
-      acked_ = before;
+      acked_ = before;  // not held by the target: see Probe
+      unproven_below_ = before + 1;
+      unproven_until_ = last;
     }
     cursor_->acked = before;
     SaveState();
@@ -261,6 +268,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     std::lock_guard lock(mu_);
     sync_now_ = opts_.mode != Mode::kAsync;
   }
+  Notify();
   std::thread acker([this, &conn] { AckLoop(&conn); });
   struct Join {
     std::thread& t;
@@ -423,6 +431,7 @@ void TargetSender::AckLoop(net::Connection* conn) {
         inflight_.pop_front();
       }
       if (seq > acked_) acked_ = seq;
+      if (unproven_below_ > 0 && acked_ >= unproven_until_) unproven_below_ = 0;
       rate_ = 0.8 * rate_ + 0.2 * static_cast<double>(bytes) * 10;  // rough, smoothed
       if (opts_.mode == Mode::kAdaptive && !sync_now_ && inflight_.empty() && acked_ >= volume_->LastSeq()) {
         sync_now_ = true;
@@ -431,6 +440,7 @@ void TargetSender::AckLoop(net::Connection* conn) {
       cv_.notify_all();
     }
     cursor_->acked = seq;
+    if (opts_.mode != Mode::kAsync) Notify();  // writers waiting on a sync quorum
     if (save) Emit("mode_changed", "caught up: back to synchronous replication");
     if (now - last_save_ns_ > 200'000'000) {
       last_save_ns_ = now;
@@ -439,23 +449,28 @@ void TargetSender::AckLoop(net::Connection* conn) {
   }
 }
 
-Status TargetSender::WaitDurable(uint64_t seq) {
-  std::unique_lock lock(mu_);
-  if (!sync_now_ || !connected_) return Status::Ok();
-  auto deadline = std::chrono::steady_clock::now() + std::chrono::nanoseconds(opts_.adaptive_latency_ns);
-  for (;;) {
-    if (acked_ >= seq || !connected_ || !sync_now_ || stop_) return Status::Ok();
-    if (opts_.mode == Mode::kAdaptive) {
-      if (cv_.wait_until(lock, deadline) == std::cv_status::timeout && acked_ < seq) {
-        sync_now_ = false;
-        lock.unlock();
-        Emit("mode_changed", "acknowledgement slower than the adaptive threshold: now asynchronous");
-        return Status::Ok();
-      }
-    } else {
-      cv_.wait(lock);
-    }
+SyncProbe TargetSender::Probe(uint64_t seq) const {
+  std::lock_guard lock(mu_);
+  // Seqs before a full or differential resync window are not proven durable
+  // there until its last record is acknowledged (unproven_below_): the target
+  // neither counts for them nor holds writers waiting on them, as if it were
+  // disconnected for those writes.
+  const bool unproven = seq < unproven_below_;
+  return SyncProbe{.member = opts_.mode != Mode::kAsync,
+                   .durable = acked_ >= seq && !unproven,
+                   .waiting = connected_ && sync_now_ && !stop_ && !unproven,
+                   .adaptive_latency_ns = opts_.mode == Mode::kAdaptive ? opts_.adaptive_latency_ns : 0};
+}
+
+void TargetSender::SlowAck(uint64_t seq) {
+  {
+    std::lock_guard lock(mu_);
+    if (opts_.mode != Mode::kAdaptive || !sync_now_ || acked_ >= seq) return;
+    sync_now_ = false;
+    cv_.notify_all();
   }
+  Emit("mode_changed", "acknowledgement slower than the adaptive threshold: now asynchronous");
+  Notify();
 }
 
 TargetStatus TargetSender::GetStatus() const {

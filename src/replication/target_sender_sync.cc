@@ -46,7 +46,9 @@ Result<uint64_t> TargetSender::BeginDiffSync(net::Connection& conn, uint64_t dur
     resync_active_ = true;
     resync_first_ = before + 1;
     resync_last_ = kDiffPending;
-    acked_ = before;
+    acked_ = before;  // not held by the target: see Probe
+    unproven_below_ = before + 1;
+    unproven_until_ = kDiffPending;
   }
   cursor_->acked = before;
   SaveState();
@@ -91,7 +93,10 @@ Status TargetSender::PollSession(net::Connection& conn, uint64_t shipped_through
   bool close;
   {
     std::lock_guard lock(mu_);
-    if (resync_active_ && resync_last_ == kDiffPending) resync_last_ = std::max(p.last_seq, resync_first_ - 1);
+    if (resync_active_ && resync_last_ == kDiffPending) {
+      resync_last_ = std::max(p.last_seq, resync_first_ - 1);
+      if (unproven_below_ > 0) unproven_until_ = resync_last_;
+    }
     // The stream may have closed the window itself on reaching resync_last_.
     if (resync_active_ && shipped_through < resync_last_) return Status::Ok();
     at = std::max(consistent_at, resync_last_);

@@ -15,6 +15,7 @@
 #include "continuum/net/tls_options.h"
 #include "continuum/replication/codec.h"
 #include "continuum/replication/heartbeat.h"
+#include "continuum/replication/sync_quorum.h"
 #include "continuum/volume/volume.h"
 
 namespace continuum::replication {
@@ -38,6 +39,9 @@ struct TargetOptions {
   Codec compress = Codec::kNone;              // RECORDS payloads (kept plain when they do not shrink)
   uint64_t bandwidth = 0;                     // bytes/s on the wire for this target; 0 = unlimited
   HeartbeatOptions heartbeat;                 // idle interval and peer timeout (both ends)
+  // Called after every acknowledgement and state change, from the sender's
+  // threads (or Stop's caller) with no lock held; SyncQuorum::Changed.
+  std::function<void()> on_change;
 };
 
 struct TargetStatus {
@@ -62,23 +66,24 @@ struct TargetStatus {
   nlohmann::json ToJson() const;
 };
 
-using EventFn = std::function<void(const std::string& kind, const std::string& message)>;
-
 // Ships one volume's write stream to one target, in seq order, over TLS
 // (docs/adr/0004-replication.md). Resumes from the target's durable seq after
 // any disconnect or restart; when the write log no longer holds what the
 // target needs (or the target is new) it resyncs the whole volume.
 // Thread-safety: all public methods are thread-safe.
-class TargetSender {
+class TargetSender : public SyncMember {
  public:
   static Result<std::unique_ptr<TargetSender>> Start(std::shared_ptr<volume::Volume> volume, TargetOptions opts,
                                                      EventFn events);
-  ~TargetSender();
+  ~TargetSender() override;
   void Stop();
 
-  // Sync replication: returns once the target has `seq` durable, or at once
-  // when this target is not replicating synchronously right now.
-  Status WaitDurable(uint64_t seq);
+  // Sync replication (SyncQuorum holds the writers): whether this target has
+  // `seq` durable, and whether a writer should wait for it now (connected and
+  // synchronous).
+  SyncProbe Probe(uint64_t seq) const override;
+  // Adaptive: an acknowledgement took longer than adaptive_latency_ns.
+  void SlowAck(uint64_t seq) override;
   TargetStatus GetStatus() const;
   const TargetOptions& options() const { return opts_; }
 
@@ -98,6 +103,9 @@ class TargetSender {
   void SaveState();
   void SetState(const std::string& state, const std::string& error = "");
   void Emit(const std::string& kind, const std::string& msg);
+  void Notify() const {
+    if (opts_.on_change) opts_.on_change();
+  }
   // Differential sync hooks (target_sender_sync.cc), all on the sender thread.
   bool UseDiffSync(uint64_t durable, bool log_reaches_back) const;
   // Opens a resync window after the volume's newest seq, starts comparing and
@@ -135,6 +143,10 @@ class TargetSender {
   bool resync_active_ = false;          // GUARDED_BY(mu_)
   uint64_t resync_first_ = 0, resync_last_ = 0;  // GUARDED_BY(mu_)
   uint64_t resync_done_at_ = 0;  // GUARDED_BY(mu_): last RESYNC_DONE sent (repeated on reconnect)
+  // GUARDED_BY(mu_): seqs below unproven_below_ (0 = none) are not yet held
+  // by the target although acked_ covers them (a full or differential resync
+  // started after them); cleared once it acknowledges unproven_until_.
+  uint64_t unproven_below_ = 0, unproven_until_ = 0;
   double rate_ = 0;                     // GUARDED_BY(mu_)
   uint64_t bytes_sent_ = 0, wire_bytes_ = 0;  // GUARDED_BY(mu_)
   int64_t last_save_ns_ = 0;
