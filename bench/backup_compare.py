@@ -38,7 +38,7 @@ def drop_caches(enabled):
 
 
 def timed(cmd, env=None, cwd=None, stdin=None):
-    """Runs cmd; returns (seconds, peak RSS bytes).
+    """Runs cmd; returns (seconds, peak RSS bytes, CPU seconds: user+sys of cmd and its children).
 
     The peak RSS is wait4's ru_maxrss of a small /usr/bin/time child: Linux keeps a process's
     high-water mark across execve, so a child forked straight from this (large) Python
@@ -56,11 +56,12 @@ def timed(cmd, env=None, cwd=None, stdin=None):
     if p.returncode != 0:
         raise BenchError(f"command failed (exit {p.returncode}): {' '.join(cmd)}\n{(err or out).decode()[-2000:]}")
     rss = ru.ru_maxrss * 1024
+    cpu = ru.ru_utime + ru.ru_stime  # wait4 counts the reaped descendants too
     if wrapped is not cmd:
         with open(rss_file) as f:
             rss = int(f.read().split()[-1]) * 1024
         os.unlink(rss_file)
-    return secs, rss
+    return secs, rss, cpu
 
 
 def tree_size(path):
@@ -173,10 +174,11 @@ def bench_dataset(args, run_dir, kind, src, binary, drop, change_fn):
         nonlocal order
         for t in order:
             drop_caches(drop)
-            secs, rss = fn(tools[t])
+            secs, rss, cpu = fn(tools[t])
             res[t][label] = secs
+            res[t][label + " cpu"] = cpu
             res[t]["rss"] = max(res[t].get("rss", 0), rss)
-            log(f"{kind} {label} {t}: {secs:.2f} s, peak RSS {rss / MiB:.0f} MiB")
+            log(f"{kind} {label} {t}: {secs:.2f} s, {cpu:.2f} CPU s, peak RSS {rss / MiB:.0f} MiB")
         order = order[1:] + order[:1]  # rotate who goes first: spreads the noise of other load
 
     data_bytes = os.path.getsize(src) if kind == "image" else tree_size(src)
@@ -205,6 +207,10 @@ def report(kind, data_bytes, res):
     rows = []
     for label in ("first", "unchanged", "changed", "restore"):
         rows.append([f"{label} (s)", f"{c[label]:.2f}", f"{r[label]:.2f}", f"{b[label]:.2f}"])
+    # CPU seconds (user+sys) vary far less than wall time on a shared host.
+    for label in ("first", "restore"):
+        k = label + " cpu"
+        rows.append([f"{label} CPU (s)", f"{c[k]:.2f}", f"{r[k]:.2f}", f"{b[k]:.2f}"])
     rows.append(["first MiB/s", f"{rate(c['first']):.0f}", f"{rate(r['first']):.0f}", f"{rate(b['first']):.0f}"])
     rows.append(["restore MiB/s", f"{rate(c['restore']):.0f}", f"{rate(r['restore']):.0f}",
                  f"{rate(b['restore']):.0f}"])

