@@ -1,6 +1,9 @@
 #include "image_tree_writer.h"
 
 #include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
 
 #include <algorithm>
 #include <future>
@@ -83,8 +86,47 @@ Result<ImageTrees> WriteAll(repo::Repository& repo, repo::BlobPipeline& pipe, co
   const uint64_t buf_size = std::max<uint64_t>(chunk_size, (8u << 20) / chunk_size * chunk_size);
   std::vector<uint8_t> buf(buf_size);
   Progress p{.bytes_total = plan.size};
+  // Holes of a sparse file are not read: reading them costs the kernel a
+  // zero-filled page per 4 KiB, for chunks the map records as zero anyway.
+  // (SEEK_DATA fails on block devices and some file systems: read it all.)
+  const int fd = plan.file->fd();
+  bool holes = ::lseek(fd, 0, SEEK_DATA) >= 0 || errno == ENXIO;
   for (uint64_t off = 0; off < plan.size;) {
-    size_t n = static_cast<size_t>(std::min<uint64_t>(buf.size(), plan.size - off));
+    const uint64_t end = std::min<uint64_t>(off + buf.size(), plan.size);
+    uint64_t data_from = off;  // where the next data starts (>= off)
+    while (holes && off < end) {
+      off_t data = ::lseek(fd, static_cast<off_t>(off), SEEK_DATA);
+      if (data < 0 && errno != ENXIO) {
+        holes = false;
+        break;
+      }
+      uint64_t data_at = data < 0 ? plan.size : static_cast<uint64_t>(data);
+      data_from = std::max(off, data_at);
+      // Whole chunks before the data are zero.
+      uint64_t skip_to = std::min(end, data_at / chunk_size * chunk_size);
+      if (skip_to > off) {
+        CONTINUUM_RETURN_IF_ERROR(chunker.SkipZeros(skip_to - off, sink));
+        off = skip_to;
+        continue;
+      }
+      break;  // data within the next chunk: read from here
+    }
+    if (off >= end) {
+      p.bytes_done = off;
+      if (progress) progress(p);
+      continue;
+    }
+    // Read up to the next hole that starts a chunk (or the window's end).
+    uint64_t read_end = end;
+    if (holes) {
+      // From the data's start: SEEK_HOLE at a hole position returns itself.
+      off_t hole = ::lseek(fd, static_cast<off_t>(data_from), SEEK_HOLE);
+      if (hole >= 0) {
+        uint64_t h = (static_cast<uint64_t>(hole) + chunk_size - 1) / chunk_size * chunk_size;
+        read_end = std::clamp<uint64_t>(h, off + 1, end);
+      }
+    }
+    size_t n = static_cast<size_t>(read_end - off);
     CONTINUUM_RETURN_IF_ERROR(plan.file->PRead(off, std::span<uint8_t>(buf.data(), n)));
     CONTINUUM_RETURN_IF_ERROR(chunker.Write(std::span<const uint8_t>(buf.data(), n), sink));
     off += n;

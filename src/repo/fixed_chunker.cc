@@ -38,6 +38,18 @@ Status FixedChunker::Write(std::span<const uint8_t> data, const ChunkSink& sink)
   return Status::Ok();
 }
 
+Status FixedChunker::SkipZeros(uint64_t bytes, const ChunkSink& sink) {
+  if (!pending_.empty() || bytes % size_ != 0) {
+    return InvalidArgument("zero run of " + std::to_string(bytes) + " bytes does not fall on chunk boundaries");
+  }
+  for (uint64_t done = 0; done < bytes; done += size_) {
+    Chunk c{offset_, {}, true};
+    offset_ += size_;
+    CONTINUUM_RETURN_IF_ERROR(sink(c));
+  }
+  return Status::Ok();
+}
+
 Status FixedChunker::Finish(const ChunkSink& sink) {
   Status st = Status::Ok();
   if (!pending_.empty()) st = Emit(pending_, sink);

@@ -19,6 +19,11 @@ class FixedChunker : public Chunker {
   explicit FixedChunker(FixedChunkerOptions options);
   Status Write(std::span<const uint8_t> data, const ChunkSink& sink) override;
   Status Finish(const ChunkSink& sink) override;
+  // Emits `bytes` of zeros (a hole of a sparse source) as zero chunks without
+  // data. REQUIRES: no partial chunk pending and `bytes` a multiple of the
+  // chunk size; else InvalidArgument.
+  Status SkipZeros(uint64_t bytes, const ChunkSink& sink);
+  uint32_t chunk_size() const { return size_; }
 
  private:
   Status Emit(std::span<const uint8_t> data, const ChunkSink& sink);

@@ -3,7 +3,11 @@
 #include "continuum/backup/image_backup.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
+
+#include <filesystem>
 
 #include "backup/image_map.h"
 #include "backup_test_util.h"
@@ -51,6 +55,40 @@ TEST_F(ImageBackupTest, RoundTripWithZerosIsByteIdenticalAndSparse) {
   struct stat st;
   ASSERT_EQ(::stat(out.c_str(), &st), 0);
   EXPECT_LT(static_cast<uint64_t>(st.st_blocks) * 512, img.size() - (1u << 20));  // the zeros are a hole
+}
+
+TEST_F(ImageBackupTest, SparseSourceHolesAreSkippedAndRoundTrip) {
+  // A sparse file: data islands at offsets that do not fall on chunk (or even
+  // 4 KiB) boundaries, holes between them, a hole at the end, an odd size.
+  const uint64_t size = (9ull << 20) + 12345;
+  auto path = dir_ / "sparse.img";
+  std::vector<uint8_t> model(size, 0);
+  {
+    FILE* f = fopen(path.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    fclose(f);
+    std::filesystem::resize_file(path, size);
+    int fd = ::open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    const std::pair<uint64_t, uint64_t> islands[] = {
+        {0, 100}, {(1ull << 20) - 10, 20}, {(3ull << 20) + 4097, 300000}, {(7ull << 20) + 1, 5000}};
+    uint64_t seed = 40;
+    for (auto [off, len] : islands) {
+      auto d = RandomBytes(len, seed++);
+      ASSERT_EQ(::pwrite(fd, d.data(), d.size(), static_cast<off_t>(off)), static_cast<ssize_t>(d.size()));
+      std::copy(d.begin(), d.end(), model.begin() + static_cast<std::ptrdiff_t>(off));
+    }
+    ::close(fd);
+  }
+  auto p = BackupImage(*repo_, {.source = path.string()});
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(p->size, size);
+  auto points = ListPoints(*repo_);
+  ASSERT_TRUE(points.ok());
+  auto out = dir_ / "sparse-restored.img";
+  auto rep = Restore(*repo_, points->back(), {.target = out.string(), .verify = true});
+  ASSERT_TRUE(rep.ok()) << rep.status().ToString();
+  EXPECT_EQ(ReadFile(out), model);
 }
 
 TEST_F(ImageBackupTest, RestoreOverExistingFileClearsOldData) {
