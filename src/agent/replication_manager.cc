@@ -61,6 +61,8 @@ void ReplicationManager::ResumeAll() {
       if (!st.ok()) volumes_->AddEvent(volume, "replication_failed", st.message());
     }
     ec.clear();
+    // The targets hold the write log themselves now (VolumeConfig::open_cursor).
+    if (auto vol = volumes_->GetVolume(volume); vol.ok()) (*vol)->ReleaseOpenCursor();
   }
 }
 
@@ -131,6 +133,16 @@ Status ReplicationManager::StartSender(const std::string& volume, const std::str
   o.tls = tls_;
   o.source_name = name_;
   o.state_path = StatePath(volume, to);
+  if (vol->config().replica) {
+    o.mode = replication::Mode::kAsync;
+    o.cascade = true;
+    VolumeManager* vm = volumes_;
+    o.upstream_window = [vm, volume]() -> std::optional<replication::UpstreamWindow> {
+      auto w = vm->ReplicaWindow(volume);
+      if (!w) return std::nullopt;
+      return replication::UpstreamWindow{.active = w->active, .first = w->first, .consistent_from = w->consistent_from};
+    };
+  }
   std::shared_ptr<replication::SyncQuorum> quorum;
   {
     std::lock_guard lock(mu_);
@@ -188,11 +200,15 @@ Result<nlohmann::json> ReplicationManager::Replicate(const std::string& volume, 
   CONTINUUM_ASSIGN_OR_RETURN(uint64_t bandwidth, replication::ParseRate(req.bandwidth));
   if (to.find(':') == std::string::npos) return InvalidArgument("--to must be HOST:PORT, got '" + to + "'");
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, volumes_->GetVolume(volume));
-  if (auto d = volumes_->Describe(volume); d.ok() && d->contains("replica")) {
-    // A replica's stream numbers are its source's: a resync started here
-    // would take seqs the source has yet to send.
-    return FailedPrecondition("volume " + volume + " is a replica; forwarding a replica onward (cascade) is "
-                              "not supported yet: replicate the source volume to each site instead");
+  if (vol->config().replica) {
+    // Cascade: the replica's stream is forwarded as received. Only async: a
+    // write here is not an application's write, and the source cannot wait
+    // for a hop it does not know about.
+    if (mode != replication::Mode::kAsync) {
+      return InvalidArgument("volume " + volume + " is a replica: forwarding it onward (cascade) is asynchronous "
+                             "only; drop --mode " + replication::ModeName(mode));
+    }
+    if (quorum) return InvalidArgument("volume " + volume + " is a replica: --quorum does not apply to a cascade");
   }
   {
     std::lock_guard lock(mu_);
@@ -286,6 +302,11 @@ Result<nlohmann::json> ReplicationManager::Verify(const std::string& volume, con
   }
   if (!vol->cdp()) {
     return FailedPrecondition("volume " + volume + " has no CDP journal: verify compares views at one seq on both sides");
+  }
+  if (repair && vol->config().replica) {
+    // A repair appends resync records: seqs that belong to this replica's source.
+    return FailedPrecondition("volume " + volume + " is a replica: verify --repair is not available on a cascade "
+                              "hop (delete the replica on " + to + " to seed it again)");
   }
   if (st.state != "streaming") {
     return FailedPrecondition("target " + to + " is " + st.state + (st.last_error.empty() ? "" : " (" + st.last_error + ")") +

@@ -183,7 +183,21 @@ Status VolumeManager::LoadAll() {
 
 Status VolumeManager::OpenVolume(Managed* m) {
   std::string name = m->cfg.name;
-  auto v = volume::Volume::Open(m->cfg, VolumeDir(name),
+  volume::VolumeConfig cfg = m->cfg;
+  if (m->replica) {
+    // A replica this host forwards (cascade): keep its write log for the
+    // targets until ReplicationManager::ResumeAll has their cursors.
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(VolumeDir(name) + "/targets", ec)) {
+      auto text = io::ReadFileToString(t.path().string());
+      if (!text.ok()) continue;
+      auto j = nlohmann::json::parse(*text, nullptr, false);
+      if (j.is_discarded()) continue;
+      uint64_t acked = j.value("acked_seq", 0ull);
+      cfg.open_cursor = std::min(cfg.open_cursor.value_or(acked), acked);
+    }
+  }
+  auto v = volume::Volume::Open(cfg, VolumeDir(name),
                                 [this, name](const std::string& kind, const std::string& msg) {
                                   events_->Add(name, kind, msg);
                                 });
@@ -623,6 +637,16 @@ void VolumeManager::ReplicaResync(const std::string& name, bool begin, uint64_t 
     events_->Add(name, "resync_done", "crash-consistent from seq " + std::to_string(last_or_consistent));
   }
   SaveRecord(**m).IgnoreError();
+}
+
+std::optional<VolumeManager::ReplicaWindowInfo> VolumeManager::ReplicaWindow(const std::string& name) {
+  auto m = Find(name);
+  if (!m.ok()) return std::nullopt;
+  // Called on a sender's every turn: never wait behind a long rollback or
+  // restore (the caller keeps what it knew).
+  std::unique_lock op((*m)->op_mu, std::try_to_lock);
+  if (!op.owns_lock() || !(*m)->replica) return std::nullopt;
+  return ReplicaWindowInfo{(*m)->resync_active, (*m)->resync_first, (*m)->consistent_from};
 }
 
 nlohmann::json VolumeManager::ListReplicas() {

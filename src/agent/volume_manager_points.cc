@@ -286,6 +286,10 @@ Result<nlohmann::json> VolumeManager::Rollback(const std::string& name, const st
   if (m->replica && m->attached) {
     return FailedPrecondition("replica " + name + " has a source streaming into it; stop replication first");
   }
+  if (m->replica && vol->HasCursors()) {
+    // Its rollback would take seqs that belong to its source, and forward them.
+    return FailedPrecondition("replica " + name + " forwards to other sites (cascade); unreplicate it first");
+  }
   CONTINUUM_ASSIGN_OR_RETURN(cdp::Point point, vol->ResolvePoint(to));
   CONTINUUM_RETURN_IF_ERROR(CheckReplicaPoint(*m, point));
   int64_t start = MonoNowNs();

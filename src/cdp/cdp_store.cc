@@ -179,6 +179,19 @@ Status CdpStore::AppendBookmark(uint64_t seq, int64_t ts_ns, const std::string& 
 
 Status CdpStore::Sync() { return log_->Sync(); }
 
+Status CdpStore::Rebase(const Point& p) {
+  std::lock_guard lock(mu_);
+  if (!index_.empty() || !bookmarks_.empty() || !unpublished_.empty() || !unpublished_bookmarks_.empty() ||
+      latest_.seq > p.seq) {
+    return FailedPrecondition("undo journal " + opts_.dir + " already holds points: cannot seed it at seq:" +
+                              std::to_string(p.seq));
+  }
+  base_ = p;
+  latest_ = p;
+  last_unpublished_ = p;
+  return SaveBase();
+}
+
 void CdpStore::Publish() {
   std::lock_guard lock(mu_);
   std::vector<std::shared_ptr<ViewMap>> live;

@@ -152,7 +152,8 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   // refuse the frame); the source chooses interval and timeout for both ends.
   std::optional<Heartbeat> heartbeat;
   HeartbeatOptions hb{.interval_ms = j.value("heartbeat_ms", 0), .timeout_ms = j.value("peer_timeout_ms", 0)};
-  nlohmann::json hello_ack{{"replica", rep.name}, {"durable_seq", durable}, {"new", rep.created}, {"diff", true}};
+  nlohmann::json hello_ack{{"replica", rep.name}, {"durable_seq", durable}, {"new", rep.created}, {"diff", true},
+                             {"seed", true}};
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) hello_ack["heartbeat_ms"] = hb.interval_ms;
   CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHelloAck, hello_ack));
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) heartbeat.emplace(monitored, hb);
@@ -181,6 +182,48 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
         CONTINUUM_RETURN_IF_ERROR(vol->Flush());
         CONTINUUM_RETURN_IF_ERROR(
             WriteJsonFrame(*conn, FrameType::kAck, {{"durable_seq", recs.back().header.seq}}));
+        break;
+      }
+      case FrameType::kSeedBegin: {
+        CONTINUUM_ASSIGN_OR_RETURN(auto sj, FrameJson(*fr));
+        if (vol->LastSeq() != 0) {
+          return FailedPrecondition("replica " + rep.name + " already holds seq " + std::to_string(vol->LastSeq()) +
+                                    "; delete it on this server to seed it again");
+        }
+        provider_->Event(rep.name, "seed_started", "as of seq " + std::to_string(sj.value("seq", 0ull)) +
+                                                       " (no point is available until it completes)");
+        break;
+      }
+      case FrameType::kSeedData: {
+        if (fr->flags & kFrameCodecMask) {
+          CONTINUUM_ASSIGN_OR_RETURN(fr->payload, Decode(fr->flags, fr->payload, kMaxFramePayload));
+        }
+        CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
+        for (auto& r : recs) {
+          auto kind = static_cast<journal::WriteKind>(r.header.kind);
+          if (kind != journal::WriteKind::kWrite && kind != journal::WriteKind::kZero) {
+            return InvalidArgument("seed record of kind " + std::to_string(r.header.kind) + " from " +
+                                   conn->PeerName());
+          }
+          if (kind == journal::WriteKind::kWrite && r.data.size() != r.header.length) {
+            return InvalidArgument("seed record at " + std::to_string(r.header.offset) + " from " +
+                                   conn->PeerName() + " has a bad length");
+          }
+          CONTINUUM_RETURN_IF_ERROR(vol->WriteSeed(r.header.offset, r.header.length,
+                                                   kind == journal::WriteKind::kZero
+                                                       ? std::span<const uint8_t>()
+                                                       : std::span<const uint8_t>(r.data)));
+        }
+        break;
+      }
+      case FrameType::kSeedDone: {
+        CONTINUUM_ASSIGN_OR_RETURN(auto sj, FrameJson(*fr));
+        uint64_t seq = sj.value("seq", 0ull);
+        if (seq == 0) return InvalidArgument("seed from " + conn->PeerName() + " ends at seq 0");
+        CONTINUUM_RETURN_IF_ERROR(vol->EndSeed(seq, sj.value("ts_ns", int64_t{0})));
+        CONTINUUM_RETURN_IF_ERROR(vol->Flush());
+        provider_->Event(rep.name, "seed_done", "replica holds seq " + std::to_string(seq));
+        CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kAck, {{"durable_seq", seq}}));
         break;
       }
       case FrameType::kResyncBegin: {

@@ -127,7 +127,7 @@ void TargetSender::SetState(const std::string& state, const std::string& error) 
 }
 
 void TargetSender::Run() {
-  int backoff_ms = 500;
+  int backoff_ms = 250;
   bool reported = false;
   while (!stop_) {
     Status st = Session();
@@ -139,8 +139,11 @@ void TargetSender::Run() {
     }
     std::unique_lock lock(mu_);
     cv_.wait_for(lock, std::chrono::milliseconds(backoff_ms), [&] { return stop_.load(); });
-    backoff_ms = std::min(backoff_ms * 2, 5000);
-    if (st.ok()) backoff_ms = 500;
+    // At most a second between attempts: the time from a link coming back to
+    // the target catching up is RPO the operator is exposed to, and a refused
+    // or unreachable connect costs nothing.
+    backoff_ms = std::min(backoff_ms * 2, 1000);
+    if (st.ok()) backoff_ms = 250;
   }
 }
 
@@ -183,6 +186,7 @@ Status TargetSender::Session() {
   bool fresh = ack.value("new", false);
   target_fresh_ = fresh;
   target_can_diff_ = ack.value("diff", false);
+  target_can_seed_ = ack.value("seed", false);
   {
     std::lock_guard lock(mu_);
     replica_ = ack.value("replica", "");
@@ -213,6 +217,27 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
   // replica) is compared as a whole, even when the log seems to reach back.
   bool need_full = durable == 0 || !reader.ok() || !target_state_known_;
   if (!reader.ok() && reader.status().code() != StatusCode::kOutOfRange) return reader.status();
+  seed_point_ = {};
+  fwd_valid_ = false;
+  if (opts_.cascade) {
+    // The seqs are the source's, the same at every site: a target's durable
+    // seq means the same here whoever sent it. A target that holds nothing is
+    // always seeded (one whose earlier seed was cut short has blocks in its
+    // mirror that undo records would take for old contents); one the write
+    // log does not reach can only be seeded once it is empty again.
+    need_full = false;
+    if (!reader.ok() || (durable == 0 && volume_->cdp() && volume_->cdp()->Latest().seq > 0)) {
+      if (durable != 0) {
+        return FailedPrecondition("replica " + opts_.volume + " here no longer holds seq " +
+                                  std::to_string(durable + 1) + " that the target needs; delete the replica on " +
+                                  opts_.address + " to seed it again");
+      }
+      if (!target_can_seed_) return FailedPrecondition("target " + opts_.address + " cannot be seeded (too old)");
+      if (!volume_->cdp()) return FailedPrecondition("replica " + opts_.volume + " has no CDP journal to seed from");
+      seed_point_ = volume_->cdp()->Latest();
+      CONTINUUM_ASSIGN_OR_RETURN(reader, journal::LogReader::Open(volume_->write_log(), seed_point_.seq));
+    }
+  }
   bool diff_started = false;
   if (need_full && UseDiffSync(durable, reader.ok())) {
     CONTINUUM_ASSIGN_OR_RETURN(uint64_t before, BeginDiffSync(conn, durable));
@@ -248,7 +273,9 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     // A resync window left open by an earlier session: announce it again (the
     // target may not have seen it), so its points stay marked until it closes.
     std::unique_lock lock(mu_);
-    if (resync_active_ && !fresh_resync) {
+    if (opts_.cascade) {
+      // No resync windows of our own: the replica's are forwarded.
+    } else if (resync_active_ && !fresh_resync) {
       nlohmann::json begin{{"first_seq", resync_first_}, {"last_seq", resync_last_}};
       lock.unlock();
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, begin));
@@ -279,6 +306,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     }
   } join{acker, conn};
 
+  if (seed_point_.seq != 0) CONTINUUM_RETURN_IF_ERROR(SeedTarget(conn));
   uint64_t consistent_at = 0;
   TokenBucket bucket(opts_.bandwidth);
   std::vector<uint8_t> batch;
@@ -286,6 +314,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
   std::shared_ptr<const io::AlignedBuffer> ring_data;
   while (!stop_) {
     CONTINUUM_RETURN_IF_ERROR(PollSession(conn, (*reader)->last_seq(), consistent_at));
+    if (opts_.cascade) CONTINUUM_RETURN_IF_ERROR(ForwardWindow(conn));
     batch.clear();
     size_t count = 0;
     bool resync_done = false;
@@ -485,7 +514,7 @@ TargetStatus TargetSender::GetStatus() const {
   s.lag_bytes = inflight_bytes_;
   const int64_t oldest_inflight_ts = inflight_.empty() ? 0 : inflight_.front().ts_ns;
   s.rate_bytes_per_s = rate_;
-  s.resyncing = resync_active_;
+  s.resyncing = resync_active_ || seeding_;
   s.replica = replica_;
   s.last_error = last_error_;
   s.compress = CodecName(opts_.compress);

@@ -31,6 +31,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const VolumeConfig& cfg, const std:
                            std::to_string(cfg.block_size));
   }
   std::shared_ptr<Volume> v(new Volume(cfg, dir, std::move(events)));
+  if (cfg.open_cursor) v->open_cursor_ = v->AddCursor(*cfg.open_cursor);
   CONTINUUM_RETURN_IF_ERROR(v->Recover());
   v->maint_thread_ = std::thread([raw = v.get()] { raw->MaintenanceLoop(); });
   v->wsync_thread_ = std::thread([raw = v.get()] { raw->WlogSyncLoop(); });
@@ -153,7 +154,10 @@ Status Volume::Recover() {
       CONTINUUM_RETURN_IF_ERROR(AppendResync(unapplied).status());
       CONTINUUM_RETURN_IF_ERROR(wlog_->Sync());
     }
-    CONTINUUM_RETURN_IF_ERROR(Checkpoint());
+    // A replica keeps its write log here: a replica that forwards (cascade)
+    // resumes its downstream target from these records, and its cursor is
+    // only added once replication starts after Open.
+    CONTINUUM_RETURN_IF_ERROR(Checkpoint(/*trim=*/!cfg_.replica));
   }
   last_checkpoint_ns_ = MonoNowNs();
   return Status::Ok();
@@ -598,6 +602,16 @@ std::shared_ptr<StreamCursor> Volume::AddCursor(uint64_t acked) {
   return c;
 }
 
+void Volume::ReleaseOpenCursor() {
+  std::lock_guard lock(mu_);
+  open_cursor_.reset();  // its weak entry in cursors_ expires
+}
+
+bool Volume::HasCursors() {
+  std::lock_guard lock(mu_);
+  return HasCursorsLocked();
+}
+
 int64_t Volume::LastTimestamp() const {
   std::lock_guard lock(mu_);
   return last_ts_ns_;
@@ -661,6 +675,67 @@ Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8
     op.label = std::move(data);
   }
   return Commit(std::move(op)).status();
+}
+
+Status Volume::WriteSeed(uint64_t offset, uint64_t length, std::span<const uint8_t> data) {
+  const uint32_t bs = cfg_.block_size;
+  if (!cfg_.replica) return FailedPrecondition("volume " + cfg_.name + " is not a replica: it cannot be seeded");
+  if (offset % bs != 0 || length % bs != 0 || offset + length > cfg_.size || length == 0 ||
+      (!data.empty() && data.size() != length)) {
+    return InvalidArgument("volume " + cfg_.name + ": seed range at " + std::to_string(offset) + " is not valid");
+  }
+  {
+    std::lock_guard lock(mu_);
+    CONTINUUM_RETURN_IF_ERROR(CheckWritable());
+    if (last_seq_ != 0) {
+      return FailedPrecondition("replica " + cfg_.name + " already holds seq " + std::to_string(last_seq_) +
+                                ": it cannot be seeded (delete it to start over)");
+    }
+  }
+  RangeLock range = LockRange(offset, offset + length);
+  Status st;
+  if (data.empty()) {
+    st = ZeroMirror(offset, length);
+  } else if (mirror_direct_ && !io::AlignedBuffer::IsAligned(data.data(), data.size())) {
+    io::AlignedBuffer buf(length);
+    std::memcpy(buf.data(), data.data(), length);
+    st = WriteMirror(offset, buf.span());
+  } else {
+    st = WriteMirror(offset, data);
+  }
+  if (!st.ok()) return st;
+  tracker_->Mark(offset, length);
+  return Status::Ok();
+}
+
+Status Volume::EndSeed(uint64_t seq, int64_t ts_ns) {
+  if (!cfg_.replica) return FailedPrecondition("volume " + cfg_.name + " is not a replica: it cannot be seeded");
+  // Ordering: mirror durable -> undo journal based at `seq` -> bitmaps and
+  // checkpoint name `seq` -> the volume admits seq + 1 onwards. A crash before
+  // the checkpoint leaves a volume holding no seq: the seed starts again.
+  std::lock_guard ckpt(checkpoint_mu_);
+  std::lock_guard append(append_mu_);
+  {
+    std::lock_guard lock(mu_);
+    if (last_seq_ != 0 || !inflight_.empty()) {
+      return FailedPrecondition("replica " + cfg_.name + " already holds seq " + std::to_string(last_seq_) +
+                                ": it cannot be seeded");
+    }
+  }
+  Status st = mirror_->DataSync();
+  if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": sync mirror after seeding");
+  if (cdp_) CONTINUUM_RETURN_IF_ERROR(cdp_->Rebase({seq, ts_ns}));
+  CONTINUUM_RETURN_IF_ERROR(tracker_->Save(seq));
+  nlohmann::json j{{"applied_seq", seq}, {"ts_ns", WallNowNs()}, {"seeded_at", seq}};
+  CONTINUUM_RETURN_IF_ERROR(io::WriteFileAtomic(dir_ + "/checkpoint.json", j.dump() + "\n"));
+  checkpoint_seq_ = seq;
+  std::lock_guard lock(mu_);
+  last_seq_ = seq;
+  applied_seq_ = seq;
+  last_ts_ns_ = std::max(last_ts_ns_, ts_ns);
+  admitted_cv_.notify_all();
+  applied_cv_.notify_all();
+  return Status::Ok();
 }
 
 Status Volume::Flush() {

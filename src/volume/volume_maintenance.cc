@@ -78,7 +78,8 @@ Status Volume::ZeroMirror(uint64_t offset, uint64_t length) {
   return Status::Ok();
 }
 
-Status Volume::Checkpoint() {
+Status Volume::Checkpoint(bool trim) {
+  std::lock_guard ckpt(checkpoint_mu_);
   uint64_t applied;
   {
     std::lock_guard lock(mu_);
@@ -94,7 +95,7 @@ Status Volume::Checkpoint() {
       for (const auto& e : *events) Emit(e.kind, e.message);
     }
   }
-  if (applied == checkpoint_seq_) return TrimWriteLog(applied);
+  if (applied == checkpoint_seq_) return trim ? TrimWriteLog(applied) : Status::Ok();
   // Ordering: mirror durable -> bitmaps saved (covering `applied`) ->
   // checkpoint names `applied` -> write-log records through it removed.
   Status st = mirror_->DataSync();
@@ -103,7 +104,7 @@ Status Volume::Checkpoint() {
   nlohmann::json j{{"applied_seq", applied}, {"ts_ns", WallNowNs()}};
   CONTINUUM_RETURN_IF_ERROR(io::WriteFileAtomic(dir_ + "/checkpoint.json", j.dump() + "\n"));
   checkpoint_seq_ = applied;
-  return TrimWriteLog(applied);
+  return trim ? TrimWriteLog(applied) : Status::Ok();
 }
 
 Status Volume::TrimWriteLog(uint64_t applied) {

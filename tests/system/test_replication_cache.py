@@ -70,12 +70,15 @@ def test_standby_agent_is_a_replication_target(sites):
     assert r.returncode == 1 and "is a replica" in r.stderr
 
 
-def test_forwarding_a_replica_onward_is_refused_clearly(sites):
+def test_forwarding_a_replica_onward_synchronously_is_refused_clearly(sites):
+    # Cascade hops are asynchronous only (test_replication_cascade.py covers the rest).
     net, src, dr, _ = sites
     start(dr, server=True)
     start(src)
     src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
     src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700")
     wait_caught_up(src)
-    r = dr.cli("volume", "replicate", "prod1.vol", "--to", "127.0.0.1:7701", check=False)
-    assert r.returncode != 0 and "is a replica" in r.stderr and "cascade" in r.stderr, r.stderr
+    for mode in ("sync", "adaptive"):
+        r = dr.cli("volume", "replicate", "prod1.vol", "--to", "127.0.0.1:7701", "--mode", mode, check=False)
+        assert r.returncode != 0 and "is a replica" in r.stderr and "cascade" in r.stderr, r.stderr
+        assert "asynchronous" in r.stderr, r.stderr

@@ -5,6 +5,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -99,6 +100,15 @@ class VolumeManager {
                                    const std::string& source_volume);
   void DetachReplica(const std::string& name);
   void ReplicaResync(const std::string& name, bool begin, uint64_t first, uint64_t last_or_consistent);
+  // The resync window of replica `name` as its source last announced it
+  // (a server forwarding the replica passes it on); nullopt if not a replica
+  // or busy (a rollback or restore holds it).
+  struct ReplicaWindowInfo {
+    bool active = false;
+    uint64_t first = 0;
+    uint64_t consistent_from = 0;
+  };
+  std::optional<ReplicaWindowInfo> ReplicaWindow(const std::string& name);
   nlohmann::json ListReplicas();
   void AddEvent(const std::string& volume, const std::string& kind, const std::string& message) {
     events_->Add(volume, kind, message);

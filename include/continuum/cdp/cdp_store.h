@@ -86,6 +86,10 @@ class CdpStore {
   void NoteSeq(uint64_t seq, int64_t ts_ns);
   // Makes the appended records durable. Must precede the mirror writes.
   Status Sync();
+  // Seeding (cascade, docs/adr/0004-replication.md): the volume's contents
+  // were written at `p` without undo history; `p` becomes the oldest and the
+  // latest point (durably, base.json). Refuses a store that holds records.
+  Status Rebase(const Point& p);
   // Adds the records appended since the last Publish to the index and to
   // every open view map. REQUIRES: mirror lock held (shared is enough).
   void Publish();

@@ -31,6 +31,12 @@ enum class FrameType : uint16_t {
   kDiff = 11,        // source -> target on its own connection, JSON like kHello: differential sync
   kDiffRequest = 12, // source -> target, JSON {"range_bytes", "ranges": [[offset, length], ...]}
   kDiffSums = 13,    // target -> source, u64 XXH3 per range piece of the live replica
+  // Seeding (cascade: a server forwards a replica; only to a target whose
+  // HELLO_ACK says "seed": true). The target's replica is written as the
+  // sender's replica was at "seq", then holds that seq and nothing before it.
+  kSeedBegin = 14,   // source -> target, JSON {"seq", "ts_ns"}
+  kSeedData = 15,    // source -> target, records like kRecords (kWrite or kZero, seq = the seed's), codec flags
+  kSeedDone = 16,    // source -> target, JSON {"seq", "ts_ns"}; the target answers with kAck {"durable_seq": seq}
 };
 
 inline constexpr uint32_t kFrameMagic = 0x31505243;  // "CRP1"

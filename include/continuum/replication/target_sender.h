@@ -5,6 +5,7 @@
 #include <deque>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -27,6 +28,14 @@ enum class Mode { kSync, kAsync, kAdaptive };
 Result<Mode> ParseMode(const std::string& s);
 std::string ModeName(Mode m);
 
+// The resync window of a replica as its own source announced it (cascade).
+struct UpstreamWindow {
+  bool active = false;
+  uint64_t first = 0;
+  uint64_t consistent_from = 0;
+  bool operator==(const UpstreamWindow&) const = default;
+};
+
 struct TargetOptions {
   std::string volume;       // source volume name
   std::string address;      // target HOST:PORT
@@ -42,6 +51,15 @@ struct TargetOptions {
   // Called after every acknowledgement and state change, from the sender's
   // threads (or Stop's caller) with no lock held; SyncQuorum::Changed.
   std::function<void()> on_change;
+  // Cascade (docs/adr/0004-replication.md): the volume is a replica this
+  // server forwards. Its write log carries the source's seqs and the data, so
+  // the stream is forwarded as is; a target that is new (or that the write
+  // log no longer reaches) is seeded from a view of the replica at its newest
+  // point instead of resynced, since a replica cannot allocate seqs. Async only.
+  bool cascade = false;
+  // Cascade: the replica's resync window now (nullopt = unknown, keep the
+  // last); forwarded to the target so its points are marked the same way.
+  std::function<std::optional<UpstreamWindow>()> upstream_window;
 };
 
 struct TargetStatus {
@@ -119,6 +137,11 @@ class TargetSender : public SyncMember {
   // the comparison is done and the stream has shipped past it.
   Status PollSession(net::Connection& conn, uint64_t shipped_through, uint64_t consistent_at);
   void StopDiffSync();
+  // Cascade (target_sender_cascade.cc), on the sender thread.
+  // Sends the replica as of seed_point_ (SEED_BEGIN, SEED_DATA..., SEED_DONE).
+  Status SeedTarget(net::Connection& conn);
+  // Passes the replica's resync window on to the target when it changed.
+  Status ForwardWindow(net::Connection& conn);
   nlohmann::json DiffSyncJsonLocked() const;  // REQUIRES: mu_ held
   // RPO now: age of the oldest write not acknowledged by the target.
   double LagSeconds(uint64_t acked, uint64_t last, int64_t oldest_inflight_ts) const;
@@ -155,6 +178,14 @@ class TargetSender : public SyncMember {
   bool target_fresh_ = false;
   bool target_can_diff_ = false;
   bool target_state_known_ = false;
+  bool target_can_seed_ = false;
+  // Cascade, sender thread only: the point being seeded this session (seq 0 =
+  // none), the seq the target was seeded at, and the window last forwarded.
+  cdp::Point seed_point_;
+  uint64_t seed_floor_ = 0;
+  bool fwd_valid_ = false;
+  UpstreamWindow fwd_;
+  std::atomic<bool> seeding_{false};
   std::shared_ptr<DiffSync> diff_;       // GUARDED_BY(mu_); created and reset by the sender thread
   nlohmann::json diff_last_;             // GUARDED_BY(mu_): progress of the last finished one
   mutable std::mutex lag_mu_;            // guards the cache below (ts of the first unshipped record)

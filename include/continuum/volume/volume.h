@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <thread>
@@ -56,6 +57,10 @@ struct VolumeConfig {
   // write-log records always carry the data, so recovery can re-apply a
   // record whose mirror write a crash or a full disk cut short.
   bool replica = false;
+  // When set, Open registers a replication cursor at this acked seq before
+  // any checkpoint can trim the write log, so records that targets resumed
+  // after Open still need are kept; ReleaseOpenCursor() drops it.
+  std::optional<uint64_t> open_cursor;
 };
 
 // Called for operator-relevant events ("journal_trimmed", "apply_failed" ...).
@@ -128,6 +133,10 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
 
   // --- replication source ---
   std::shared_ptr<StreamCursor> AddCursor(uint64_t acked);
+  // Drops the cursor of VolumeConfig::open_cursor (the targets have their own now).
+  void ReleaseOpenCursor();
+  // Whether any replication cursor is registered (the volume is replicated).
+  bool HasCursors();
   void SetAckWaiter(AckWaiter waiter);
   const journal::SegmentLog* write_log() const { return wlog_.get(); }
   // Appends kResync records (at most 1 MiB each) covering `extents`; targets
@@ -142,6 +151,16 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   Status AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data);
   uint64_t LastSeq() const;
   int64_t LastTimestamp() const;
+  // Seeding a replica at a seq (cascade, docs/adr/0004-replication.md): a
+  // middle server sends its replica as of seq S; WriteSeed puts the blocks
+  // straight into the mirror (no seq, no undo, no write-log record) and
+  // EndSeed makes them durable and sets the volume's newest seq to S with no
+  // undo history before it. Until EndSeed the volume holds no seq, so an
+  // interrupted seed is simply started again.
+  // REQUIRES: a replica that holds no seq yet (LastSeq() == 0) and no other
+  // writer; offset and length block-aligned; `data` empty means zeros.
+  Status WriteSeed(uint64_t offset, uint64_t length, std::span<const uint8_t> data);
+  Status EndSeed(uint64_t seq, int64_t ts_ns);
   // Waits until a write after `seq` is admitted, or `timeout_ms` passes.
   void WaitAdmitted(uint64_t seq, int timeout_ms);
 
@@ -216,7 +235,8 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   bool HasCursorsLocked();
   void PurgeRingLocked();
   void MaintenanceLoop();
-  Status Checkpoint();
+  // `trim` false keeps the write log (recovery, before replication cursors exist).
+  Status Checkpoint(bool trim = true);
   Status TrimWriteLog(uint64_t applied);
   Status CheckWritable() const;
   Status WaitApplied(uint64_t seq);
@@ -252,7 +272,8 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   uint64_t last_seq_ = 0;               // GUARDED_BY(mu_)
   int64_t last_ts_ns_ = 0;              // GUARDED_BY(mu_)
   uint64_t applied_seq_ = 0;            // GUARDED_BY(mu_)
-  uint64_t checkpoint_seq_ = 0;         // maintenance thread
+  std::mutex checkpoint_mu_;            // serializes Checkpoint and EndSeed; taken before append_mu_
+  uint64_t checkpoint_seq_ = 0;         // GUARDED_BY(checkpoint_mu_)
   int64_t last_checkpoint_ns_ = 0;      // maintenance thread
   bool trim_memory_ = false;            // maintenance thread
   uint64_t writes_at_last_checkpoint_ = 0;  // maintenance thread
@@ -263,6 +284,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   uint64_t writes_ = 0, bytes_written_ = 0, flushes_ = 0;     // GUARDED_BY(mu_)
   std::vector<std::weak_ptr<StreamCursor>> cursors_;           // GUARDED_BY(mu_)
   std::shared_ptr<AckWaiter> ack_waiter_;                      // GUARDED_BY(mu_)
+  std::shared_ptr<StreamCursor> open_cursor_;                  // GUARDED_BY(mu_)
   std::mutex rmw_mu_;     // serializes unaligned read-modify-write
   std::mutex append_mu_;  // serializes admissions (write-log and undo order == seq order); taken before mu_
   io::AlignedBuffer before_buf_;  // GUARDED_BY(append_mu_): before-images being captured

@@ -556,5 +556,48 @@ TEST_F(VolumeTest, ReplicaReappliesAWriteItsCrashCutShort) {
   EXPECT_EQ(got, data);
 }
 
+// Cascade seeding (Volume::WriteSeed/EndSeed): the replica takes the blocks
+// without seqs, then holds seq S with no history before it; the stream goes
+// on at S + 1, and a restart keeps S. A replica that holds a seq is refused.
+TEST_F(VolumeTest, ReplicaSeededAtASeqContinuesFromIt) {
+  cfg_.replica = true;
+  auto data = Pattern(1 << 20, 9);
+  auto next = Pattern(8192, 10);
+  const int64_t ts = WallNowNs();
+  {
+    auto v = OpenVolume();
+    ASSERT_TRUE(v->WriteSeed(0, data.size(), data).ok());
+    ASSERT_TRUE(v->WriteSeed(1 << 20, 1 << 20, {}).ok());
+    EXPECT_EQ(v->LastSeq(), 0u);
+    ASSERT_TRUE(v->EndSeed(500, ts).ok());
+    EXPECT_EQ(v->LastSeq(), 500u);
+    EXPECT_FALSE(v->WriteSeed(0, 4096, {}).ok());
+    journal::RecordHeader h;
+    h.kind = static_cast<uint16_t>(journal::WriteKind::kWrite);
+    h.seq = 501;
+    h.ts_ns = ts + 1;
+    h.offset = 0;
+    h.length = next.size();
+    ASSERT_TRUE(v->AdmitReplicated(h, next).ok());
+    ASSERT_TRUE(v->Flush().ok());
+    // The seed's point is a view: the seeded contents, before seq 501.
+    auto p = v->ResolvePoint("seq:500");
+    ASSERT_TRUE(p.ok()) << p.status().ToString();
+    auto view = v->OpenView(*p, "");
+    ASSERT_TRUE(view.ok()) << view.status().ToString();
+    std::vector<uint8_t> got(data.size());
+    ASSERT_TRUE((*view)->Read(0, got).ok());
+    EXPECT_EQ(got, data);
+    EXPECT_FALSE(v->ResolvePoint("seq:499").ok());
+    ASSERT_TRUE(v->Close().ok());
+  }
+  auto v = OpenVolume();
+  EXPECT_EQ(v->LastSeq(), 501u);
+  std::vector<uint8_t> got(8192);
+  ASSERT_TRUE(v->Read(0, got).ok());
+  EXPECT_EQ(got, next);
+  EXPECT_FALSE(v->EndSeed(600, ts).ok());
+}
+
 }  // namespace
 }  // namespace continuum::volume
