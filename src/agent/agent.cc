@@ -12,8 +12,11 @@
 
 #include <cstdio>
 
+#include "agent/backup_job_config.h"
+#include "agent/backup_job_routes.h"
 #include "agent/routes.h"
 #include "agent/volume_manager_internal.h"
+#include "continuum/agent/backup_scheduler.h"
 #include "continuum/agent/event_log.h"
 #include "continuum/agent/replication_manager.h"
 #include "continuum/net/listener.h"
@@ -32,7 +35,7 @@ namespace continuum::agent {
 namespace {
 
 Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* mopts, bool state_dir_set,
-                  bool control_set) {
+                  bool control_set, std::vector<BackupJob>* backup_jobs) {
   toml::table tbl;
   try {
     tbl = toml::parse_file(path);
@@ -66,6 +69,9 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
       }
     }
   }
+  auto jobs = ParseBackupJobs(tbl);
+  if (!jobs.ok()) return InvalidArgument("config " + path + ": " + jobs.status().message());
+  *backup_jobs = std::move(jobs).value();
   return Status::Ok();
 }
 
@@ -74,8 +80,9 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
 int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
   auto log = Logger("agent");
   ManagerOptions mopts;
+  std::vector<BackupJob> backup_jobs;
   if (!opts.config_path.empty()) {
-    Status st = LoadConfig(opts.config_path, &opts, &mopts, state_dir_set, control_set);
+    Status st = LoadConfig(opts.config_path, &opts, &mopts, state_dir_set, control_set, &backup_jobs);
     if (!st.ok()) {
       std::fprintf(stderr, "error: %s\n", st.message().c_str());
       return 2;
@@ -154,6 +161,9 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
   replication.ResumeAll();
   api::Router router;
   RegisterRoutes(&router, manager->get(), &events, &replication, opts.server ? "server" : "agent");
+  // Backup jobs run as children of this binary (the standalone CLI's code).
+  BackupScheduler backups(std::move(backup_jobs), {.control = opts.control}, &events);
+  RegisterBackupJobRoutes(&router, &backups);
   auto server = api::ControlServer::Start(
       {.socket_path = opts.control, .group = opts.control_group, .threads = 8}, std::move(router));
   if (!server.ok()) {
@@ -165,6 +175,7 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
   }
   events.Add("", "agent_started", "state " + opts.state_dir + ", control " + opts.control);
   log->info("continuum agent ready: state {} control {}", opts.state_dir, opts.control);
+  backups.Start();
 
   int sig = 0;
   for (;;) {
@@ -173,6 +184,7 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
     break;
   }
   log->info("signal {}: shutting down", sig);
+  backups.Stop();  // before the server: a volume job's child still talks to the agent
   (*server)->Stop();
   if (receiver) receiver->Stop();
   replication.StopAll();

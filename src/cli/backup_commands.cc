@@ -9,6 +9,7 @@
 #include <memory>
 
 #include "cli/output.h"
+#include "cli/backup_jobs_command.h"
 #include "cli/backup_volume_command.h"
 #include "continuum/backup/chain.h"
 #include "continuum/backup/image_backup.h"
@@ -489,6 +490,8 @@ void RegisterBackupCommands(CLI::App& app, std::function<int()>* action, const b
          progress.Done();
          return r;
        }});
+
+  RegisterBackupJobsCommand(bk, action, json);
 
   auto* blist = bk->add_subcommand("list", "list the points of a repository");
   AddRepoOptions(blist, &s.ra);
