@@ -48,21 +48,6 @@ void PrintJobs(const nlohmann::json& jobs) {
   }
 }
 
-std::string Esc(const std::string& s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 void RegisterBackupJobsCommand(CLI::App* backup_cmd, std::function<int()>* action, const bool* json) {

@@ -13,21 +13,6 @@ namespace {
 
 constexpr const char* kDefaultControl = "/run/continuum/agent.sock";
 
-std::string Esc(const std::string& s) {
-  static const char* kHex = "0123456789ABCDEF";
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 // VolumeControl over the agent's control API (docs/api.md).
 class AgentVolumeControl : public backup::VolumeControl {
  public:

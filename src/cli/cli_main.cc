@@ -45,20 +45,6 @@ int Call(const Globals& g, const std::string& method, const std::string& path, c
   return 0;
 }
 
-std::string Esc(const std::string& s) {
-  std::string out;
-  for (unsigned char c : s) {
-    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
-      out.push_back(static_cast<char>(c));
-    } else {
-      char buf[4];
-      std::snprintf(buf, sizeof(buf), "%%%02X", c);
-      out += buf;
-    }
-  }
-  return out;
-}
-
 }  // namespace
 
 int CliMain(int argc, char** argv) {

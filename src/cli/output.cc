@@ -1,5 +1,6 @@
 #include "cli/output.h"
 
+#include <cctype>
 #include <cstdio>
 #include <iostream>
 
@@ -110,6 +111,21 @@ void PrintEvents(const nlohmann::json& events) {
     std::printf("%s %-12s %-20s %s\n", Str(e, "time").c_str(), Str(e, "volume", "").c_str(), Str(e, "kind").c_str(),
                 Str(e, "message").c_str());
   }
+}
+
+std::string Esc(const std::string& s) {
+  static const char* kHex = "0123456789ABCDEF";
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
 }
 
 }  // namespace continuum::cli

@@ -16,6 +16,8 @@ inline constexpr int kExitUnavailable = 3;
 // Prints "error: <message>" (or {"error": ...} with --json) and returns the exit code.
 int PrintError(const Status& st, bool json, const std::string& control_path);
 void PrintJson(const nlohmann::json& j);
+// Percent-encodes `s` for a URL path segment (RFC 3986 unreserved characters kept).
+std::string Esc(const std::string& s);
 // Human tables.
 void PrintVolumeStatus(const nlohmann::json& volumes);
 void PrintVolumeDetail(const nlohmann::json& v);
