@@ -126,6 +126,26 @@ void TargetSender::SetState(const std::string& state, const std::string& error) 
   Notify();
 }
 
+Result<bool> TargetSender::SendBatch(net::Connection& conn, FrameType frame_type, std::span<const uint8_t> batch,
+                                     TokenBucket& bucket) {
+  std::span<const uint8_t> wire = batch;
+  Encoded enc;
+  if (opts_.compress != Codec::kNone) {
+    CONTINUUM_ASSIGN_OR_RETURN(enc, Encode(opts_.compress, batch));
+    if (!enc.bytes.empty()) wire = enc.bytes;
+  }
+  if (int64_t wait_ns = bucket.Take(wire.size(), MonoNowNs()); wait_ns > 0) {
+    std::unique_lock lock(mu_);
+    cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [&] { return stop_.load(); });
+    if (stop_) return false;
+  }
+  CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, frame_type, wire, enc.flags));
+  std::lock_guard lock(mu_);
+  bytes_sent_ += batch.size();
+  wire_bytes_ += wire.size();
+  return true;
+}
+
 void TargetSender::Run() {
   int backoff_ms = 250;
   bool reported = false;
@@ -399,23 +419,8 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncBegin, *begin));
       Emit("resync_started", "ranges from seq " + begin->at("first_seq").dump() + " (verify repair, or writes that left the write cache)");
     }
-    std::span<const uint8_t> wire = batch;
-    Encoded enc;
-    if (opts_.compress != Codec::kNone) {
-      CONTINUUM_ASSIGN_OR_RETURN(enc, Encode(opts_.compress, batch));
-      if (!enc.bytes.empty()) wire = enc.bytes;
-    }
-    if (int64_t wait_ns = bucket.Take(wire.size(), MonoNowNs()); wait_ns > 0) {
-      std::unique_lock lock(mu_);
-      cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [&] { return stop_.load(); });
-      if (stop_) return Status::Ok();
-    }
-    CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, FrameType::kRecords, wire, enc.flags));
-    {
-      std::lock_guard lock(mu_);
-      bytes_sent_ += batch.size();
-      wire_bytes_ += wire.size();
-    }
+    CONTINUUM_ASSIGN_OR_RETURN(bool sent, SendBatch(conn, FrameType::kRecords, batch, bucket));
+    if (!sent) return Status::Ok();
     if (resync_done) {
       uint64_t at = std::max(consistent_at, shipped.back().seq);
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncDone, {{"consistent_at", at}}));

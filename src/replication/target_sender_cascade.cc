@@ -49,20 +49,9 @@ Status TargetSender::SeedTarget(net::Connection& conn) {
   uint64_t zero_bytes = 0;
   auto send = [&]() -> Status {
     if (batch.empty()) return Status::Ok();
-    std::span<const uint8_t> wire = batch;
-    Encoded enc;
-    if (opts_.compress != Codec::kNone) {
-      CONTINUUM_ASSIGN_OR_RETURN(enc, Encode(opts_.compress, batch));
-      if (!enc.bytes.empty()) wire = enc.bytes;
-    }
-    if (int64_t wait_ns = bucket.Take(wire.size(), MonoNowNs()); wait_ns > 0) {
-      std::unique_lock lock(mu_);
-      cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [&] { return stop_.load(); });
-    }
-    CONTINUUM_RETURN_IF_ERROR(WriteFrame(conn, FrameType::kSeedData, wire, enc.flags));
-    std::lock_guard lock(mu_);
-    bytes_sent_ += batch.size();
-    wire_bytes_ += wire.size();
+    CONTINUUM_ASSIGN_OR_RETURN(bool sent,
+                               SendBatch(conn, FrameType::kSeedData, batch, bucket));
+    if (!sent) return Unavailable("stopping");
     batch.clear();
     return Status::Ok();
   };

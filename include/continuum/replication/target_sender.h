@@ -15,8 +15,10 @@
 #include "continuum/net/connection.h"
 #include "continuum/net/tls_options.h"
 #include "continuum/replication/codec.h"
+#include "continuum/replication/frame.h"
 #include "continuum/replication/heartbeat.h"
 #include "continuum/replication/sync_quorum.h"
+#include "continuum/replication/token_bucket.h"
 #include "continuum/volume/volume.h"
 
 namespace continuum::replication {
@@ -140,6 +142,11 @@ class TargetSender : public SyncMember {
   // Cascade (target_sender_cascade.cc), on the sender thread.
   // Sends the replica as of seed_point_ (SEED_BEGIN, SEED_DATA..., SEED_DONE).
   Status SeedTarget(net::Connection& conn);
+  // Compresses `batch` (when configured), waits for the bandwidth limit and
+  // sends it as one frame of `frame_type`, counting the bytes; false when the
+  // sender stopped while waiting (nothing sent).
+  Result<bool> SendBatch(net::Connection& conn, FrameType frame_type, std::span<const uint8_t> batch,
+                         TokenBucket& bucket);
   // Passes the replica's resync window on to the target when it changed.
   Status ForwardWindow(net::Connection& conn);
   nlohmann::json DiffSyncJsonLocked() const;  // REQUIRES: mu_ held
