@@ -126,6 +126,20 @@ void TargetSender::SetState(const std::string& state, const std::string& error) 
   Notify();
 }
 
+void TargetSender::BeginWholeResync(uint64_t before, uint64_t last) {
+  {
+    std::lock_guard lock(mu_);
+    resync_active_ = true;
+    resync_first_ = before + 1;
+    resync_last_ = last;
+    acked_ = before;  // not held by the target: see Probe
+    unproven_below_ = before + 1;
+    unproven_until_ = last;
+  }
+  cursor_->acked = before;
+  SaveState();
+}
+
 Result<bool> TargetSender::SendBatch(net::Connection& conn, FrameType frame_type, std::span<const uint8_t> batch,
                                      TokenBucket& bucket) {
   std::span<const uint8_t> wire = batch;
@@ -270,17 +284,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     uint64_t before = volume_->LastSeq();
     CONTINUUM_ASSIGN_OR_RETURN(uint64_t last,
                                volume_->AppendResync({{0, cfg.size}}));
-    {
-      std::lock_guard lock(mu_);
-      resync_active_ = true;
-      resync_first_ = before + 1;
-      resync_last_ = last;
-      acked_ = before;  // not held by the target: see Probe
-      unproven_below_ = before + 1;
-      unproven_until_ = last;
-    }
-    cursor_->acked = before;
-    SaveState();
+    BeginWholeResync(before, last);
     CONTINUUM_ASSIGN_OR_RETURN(reader, journal::LogReader::Open(volume_->write_log(), before));
     CONTINUUM_RETURN_IF_ERROR(
         WriteJsonFrame(conn, FrameType::kResyncBegin, {{"first_seq", before + 1}, {"last_seq", last}}));

@@ -41,17 +41,7 @@ Result<uint64_t> TargetSender::BeginDiffSync(net::Connection& conn, uint64_t dur
                               std::to_string(before) + "): it comes from another volume; delete it on the target "
                               "to start over");
   }
-  {
-    std::lock_guard lock(mu_);
-    resync_active_ = true;
-    resync_first_ = before + 1;
-    resync_last_ = kDiffPending;
-    acked_ = before;  // not held by the target: see Probe
-    unproven_below_ = before + 1;
-    unproven_until_ = kDiffPending;
-  }
-  cursor_->acked = before;
-  SaveState();
+  BeginWholeResync(before, kDiffPending);
   // The window opens before the comparison starts, so every write the
   // comparison could miss is shipped after it (diff_sync.h).
   CONTINUUM_RETURN_IF_ERROR(

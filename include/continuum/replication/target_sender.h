@@ -145,6 +145,10 @@ class TargetSender : public SyncMember {
   // Compresses `batch` (when configured), waits for the bandwidth limit and
   // sends it as one frame of `frame_type`, counting the bytes; false when the
   // sender stopped while waiting (nothing sent).
+  // Opens a resync window over seqs (before, last] covering the whole volume
+  // (initial or differential sync): the target holds nothing after `before`
+  // until the window's records are acknowledged; persists the cursor.
+  void BeginWholeResync(uint64_t before, uint64_t last);
   Result<bool> SendBatch(net::Connection& conn, FrameType frame_type, std::span<const uint8_t> batch,
                          TokenBucket& bucket);
   // Passes the replica's resync window on to the target when it changed.
