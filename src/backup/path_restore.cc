@@ -80,9 +80,9 @@ class PathRestorer {
  public:
   PathRestorer(repo::Repository& repo, repo::BlobPrefetcher& prefetch, const RestoreOptions& options,
                const ProgressFn& progress, const std::function<void(const Status&)>& warn, int root_fd,
-               const RestoreProgressFile* progress_file, RestoreProgress record)
+               BackgroundCheckpointer* checkpointer, RestoreProgress record)
       : repo_(repo), prefetch_(prefetch), options_(options), progress_(progress), warn_(warn), root_fd_(root_fd),
-        zeros_(1u << 20, 0), progress_file_(progress_file), record_(record), resume_(record.done),
+        zeros_(1u << 20, 0), checkpointer_(checkpointer), record_(record), resume_(record.done),
         last_checkpoint_ns_(MonoNowNs()) {
     report_.resumed = resume_ > 0;
     report_.bytes_resumed = record.bytes_done;
@@ -90,6 +90,8 @@ class PathRestorer {
   }
 
   ~PathRestorer() {
+    // No worker may write to a descriptor after it is closed (or reused).
+    prefetch_.Abandon();
     for (auto& f : pending_) ::close(f.fd);
   }
 
@@ -130,21 +132,20 @@ class PathRestorer {
   const RestoreReport& report() const { return report_; }
 
   // Records progress when enough was written or enough time passed since the
-  // last record: syncfs first, so what the record calls complete is durable.
+  // last record: syncfs first (in the background), so what the record calls
+  // complete is durable.
   Status MaybeCheckpoint() {
-    if (!progress_file_) return Status::Ok();
+    if (!checkpointer_) return Status::Ok();
     const bool due = unsynced_bytes_ >= options_.checkpoint_bytes ||
                      MonoNowNs() - last_checkpoint_ns_ >= options_.checkpoint_interval_ns;
     if (!due) return Status::Ok();
     last_checkpoint_ns_ = MonoNowNs();
     const uint64_t done = std::max(resume_, pending_.empty() ? next_seq_ : pending_.front().seq);
     if (done <= record_.done) return Status::Ok();
-    if (::syncfs(root_fd_) != 0) return PosixError("sync the filesystem of " + options_.target, errno);
     record_.done = done;
     record_.bytes_done = completed_bytes_;
-    CONTINUUM_RETURN_IF_ERROR(progress_file_->Save(record_));
     unsynced_bytes_ = 0;
-    return Status::Ok();
+    return checkpointer_->Offer(record_);
   }
 
  private:
@@ -305,17 +306,44 @@ class PathRestorer {
     std::string rel;
     uint64_t seq = 0;
     bool verify_only = false;  // restored by an interrupted run: compare, do not write
+    bool sunk = false;         // the prefetcher's workers write the content
+    size_t sunk_blobs = 0;     // blobs queued with a sink
   };
 
   Status AddPending(const repo::Tree& tree, PendingFile f) {
-    const DirEntry& e = f.entry;
-    pending_bytes_ += e.size;
-    std::vector<repo::BlobId> blobs;
-    for (int64_t c : e.chunks) {
-      if (c >= 0) blobs.push_back(tree.refs[static_cast<size_t>(c)]);
-    }
+    pending_bytes_ += f.entry.size;
+    // Without --verify the workers write the content themselves (WriteSparse at
+    // the blob's offset, known from the index before the read), so the copies
+    // into the page cache run in parallel with creating the next files. The
+    // descriptor stays open until CompleteOldest took every blob of the file.
+    f.sunk = !options_.verify && !f.verify_only;
     pending_.push_back(std::move(f));
-    for (const auto& id : blobs) CONTINUUM_RETURN_IF_ERROR(prefetch_.Enqueue(id));
+    PendingFile& p = pending_.back();
+    const DirEntry& e = p.entry;
+    uint64_t offset = 0;
+    for (int64_t c : e.chunks) {
+      if (c < 0) {
+        offset += static_cast<uint64_t>(-c);
+        continue;
+      }
+      const repo::BlobId& id = tree.refs[static_cast<size_t>(c)];
+      if (!p.sunk) {
+        CONTINUUM_RETURN_IF_ERROR(prefetch_.Enqueue(id));
+        continue;
+      }
+      // Checked before the blob is queued: a sink never writes past the size.
+      CONTINUUM_ASSIGN_OR_RETURN(uint32_t len, prefetch_.Enqueue(id, [this, fd = p.fd, offset, rel = p.rel](
+                                                                          std::span<const uint8_t> data) {
+        return WriteSparse(fd, offset, data, Path(rel));
+      }));
+      ++p.sunk_blobs;
+      offset += len;
+      if (offset > e.size) break;
+    }
+    if (p.sunk && offset != e.size) {
+      return DataLoss("file '" + p.rel + "' of the point: content does not add up to its size " +
+                      std::to_string(e.size));
+    }
     // Directory metadata may be applied before this file's content is written:
     // writing content does not change the directory.
     while (pending_.size() > kMaxPendingFiles || pending_bytes_ > kMaxPendingBytes) {
@@ -351,6 +379,14 @@ class PathRestorer {
     pending_bytes_ -= f.entry.size;
     const DirEntry& e = f.entry;
     const std::string& rel = f.rel;
+    if (f.sunk) {
+      // AddPending checked that the blobs add up to the size.
+      for (size_t i = 0; i < f.sunk_blobs; ++i) CONTINUUM_RETURN_IF_ERROR(prefetch_.Next().status());
+      report_.bytes_written += e.size;
+      unsynced_bytes_ += e.size;
+      Report();
+      return FinishFile(f);
+    }
     Sha256 sha;
     uint64_t offset = 0;
     bool bad = false;  // the content does not fit the size: a damaged or crafted point
@@ -382,17 +418,21 @@ class PathRestorer {
     if (bad || offset != e.size) {
       return DataLoss("file '" + rel + "' of the point: content does not add up to its size " + std::to_string(e.size));
     }
-    if (!f.verify_only) {
-      if (::ftruncate(f.fd, static_cast<off_t>(e.size)) != 0) return PosixError("truncate " + Path(rel), errno);
-      CONTINUUM_RETURN_IF_ERROR(ApplyMeta(f.fd, e, rel));
-      completed_bytes_ += e.size;
-    }
+    if (!f.verify_only) CONTINUUM_RETURN_IF_ERROR(FinishFile(f));
     if (options_.verify) {
       uint8_t want[kDigestLen];
       sha.Final(want);
       CONTINUUM_RETURN_IF_ERROR(VerifyFile(f.fd, e, rel, want));
     }
     return MaybeCheckpoint();
+  }
+
+  // Size (a trailing hole) and metadata, after the last write: writes change mtime.
+  Status FinishFile(const PendingFile& f) {
+    if (::ftruncate(f.fd, static_cast<off_t>(f.entry.size)) != 0) return PosixError("truncate " + Path(f.rel), errno);
+    CONTINUUM_RETURN_IF_ERROR(ApplyMeta(f.fd, f.entry, f.rel));
+    completed_bytes_ += f.entry.size;
+    return f.sunk ? MaybeCheckpoint() : Status::Ok();
   }
 
   void HashZeros(Sha256* sha, uint64_t n) {
@@ -441,8 +481,8 @@ class PathRestorer {
   std::deque<PendingFile> pending_;
   uint64_t pending_bytes_ = 0;
   // Resuming and checkpoints (see the class comment).
-  const RestoreProgressFile* progress_file_;  // null: no checkpoints
-  RestoreProgress record_;                     // last recorded
+  BackgroundCheckpointer* checkpointer_;  // null: no checkpoints
+  RestoreProgress record_;                 // last offered to checkpointer_
   const uint64_t resume_;                      // entries below it were complete at the start
   uint64_t next_seq_ = 0;
   uint64_t completed_bytes_ = 0;  // file bytes of entries below the watermark (approximately: informational)
@@ -475,10 +515,15 @@ Result<RestoreReport> RestorePaths(repo::Repository& repo, const repo::ManifestI
                    pf.path() + ")");
   }
   CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
-  PathRestorer restorer(repo, *prefetch, options, progress, warn, fd, &pf, record);
+  BackgroundCheckpointer checkpointer(pf, [&]() -> Status {
+    if (::syncfs(fd) != 0) return PosixError("sync the filesystem of " + options.target, errno);
+    return Status::Ok();
+  });
+  PathRestorer restorer(repo, *prefetch, options, progress, warn, fd, &checkpointer, record);
   bool any = false;
   CONTINUUM_RETURN_IF_ERROR(restorer.RestoreDir(root, fd, "", false, 0, &any));
   CONTINUUM_RETURN_IF_ERROR(restorer.Finish());
+  CONTINUUM_RETURN_IF_ERROR(checkpointer.Drain());
   if (!options.includes.empty() && !any) {
     pf.Remove().IgnoreError();  // nothing was restored: nothing to resume
     return NotFound("no entry of the point matches the --include patterns");

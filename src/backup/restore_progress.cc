@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <charconv>
 #include <filesystem>
+#include <utility>
 
 #include "continuum/io/file.h"
 
@@ -211,6 +212,53 @@ Status RestoreProgressFile::Remove() const {
   }
   const std::string dir = std::filesystem::path(path_).parent_path().string();
   return io::SyncDir(dir.empty() ? "." : dir);
+}
+
+BackgroundCheckpointer::BackgroundCheckpointer(const RestoreProgressFile& file, std::function<Status()> sync)
+    : file_(file), sync_(std::move(sync)), thread_([this] { Run(); }) {}
+
+BackgroundCheckpointer::~BackgroundCheckpointer() {
+  {
+    std::lock_guard lock(mu_);
+    stop_ = true;
+  }
+  cv_.notify_all();
+  thread_.join();
+}
+
+Status BackgroundCheckpointer::Offer(const RestoreProgress& record) {
+  std::lock_guard lock(mu_);
+  Status err = std::exchange(error_, Status::Ok());
+  if (!err.ok()) return err;
+  queued_ = record;
+  cv_.notify_all();
+  return Status::Ok();
+}
+
+Status BackgroundCheckpointer::Drain() {
+  std::unique_lock lock(mu_);
+  cv_.wait(lock, [&] { return !busy_ && !queued_; });
+  return std::exchange(error_, Status::Ok());
+}
+
+void BackgroundCheckpointer::Run() {
+  std::unique_lock lock(mu_);
+  for (;;) {
+    cv_.wait(lock, [&] { return stop_ || queued_.has_value(); });
+    // Stopping drops a queued checkpoint: the owner drained what it needed.
+    if (stop_) return;
+    RestoreProgress record = *queued_;
+    queued_.reset();
+    busy_ = true;
+    lock.unlock();
+    Status st = sync_();
+    if (st.ok() && record.done > file_.saved_done()) st = file_.Save(record);
+    lock.lock();
+    busy_ = false;
+    if (!st.ok() && error_.ok()) error_ = st;
+    if (!st.ok()) queued_.reset();  // no record after a failed sync
+    cv_.notify_all();
+  }
 }
 
 }  // namespace continuum::backup

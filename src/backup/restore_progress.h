@@ -1,9 +1,13 @@
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
+#include <functional>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "continuum/backup/point_info.h"
@@ -86,6 +90,44 @@ class DropUnusedProgress {
 
  private:
   const RestoreProgressFile& file_;
+};
+
+// Checkpoints a restore without stalling it. A checkpoint is "make durable,
+// then record": a background thread runs `sync` (syncfs of the target, or
+// fdatasync of an image) and then saves the record that was offered before
+// the sync started, so a record never claims more than the sync covered. The
+// restore goes on writing meanwhile, and the disk writes back while the
+// restore decrypts and creates files instead of after it. An offer while a
+// checkpoint runs is remembered and starts as soon as that one ends (the
+// newest offer wins), so writeback stays continuous on a fast restore.
+class BackgroundCheckpointer {
+ public:
+  BackgroundCheckpointer(const RestoreProgressFile& file, std::function<Status()> sync);
+  // Waits for the running checkpoint; errors are dropped (call Drain first).
+  ~BackgroundCheckpointer();
+  BackgroundCheckpointer(const BackgroundCheckpointer&) = delete;
+  BackgroundCheckpointer& operator=(const BackgroundCheckpointer&) = delete;
+
+  // Queues a checkpoint of `record`. Returns the error of a checkpoint that
+  // failed since the last call (the restore should stop: the target's disk is
+  // failing or full).
+  Status Offer(const RestoreProgress& record);
+  // Waits until no checkpoint runs or is queued; the first error since the
+  // last Offer/Drain. After it the file object may be used directly again.
+  Status Drain();
+
+ private:
+  void Run();
+
+  const RestoreProgressFile& file_;
+  const std::function<Status()> sync_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::optional<RestoreProgress> queued_;  // guarded by mu_
+  bool busy_ = false;                      // guarded by mu_: a checkpoint runs
+  bool stop_ = false;                      // guarded by mu_
+  Status error_;                           // guarded by mu_
+  std::thread thread_;
 };
 
 }  // namespace continuum::backup

@@ -18,6 +18,7 @@ struct Job {
   PackEntry entry;
   std::string pack;                   // hex name; empty when `stored` holds the blob
   std::vector<uint8_t> stored;        // a blob of the unsealed pack
+  BlobSink sink;                      // empty: `data` goes to Next
   Status status;
   std::vector<uint8_t> data;
   bool done = false;  // GUARDED_BY(Impl::mu)
@@ -39,7 +40,9 @@ struct BlobPrefetcher::Impl {
 
   // A worker may start the next job while the bytes read ahead are under the
   // limit; the job the caller waits for next always may.
-  bool CanDispatch() const { return next < jobs.size() && (next == 0 || ahead_bytes < options.max_ahead_bytes); }
+  bool CanDispatch() const {
+    return !abandoned && next < jobs.size() && (next == 0 || ahead_bytes < options.max_ahead_bytes);
+  }
 
   void Work(Crypto* crypto) {
     BlobCodec codec(crypto, 0);
@@ -52,6 +55,7 @@ struct BlobPrefetcher::Impl {
         if (stop) return;
         job = jobs[next++];
         ahead_bytes += job->entry.raw_len;
+        ++running;
       }
       Result<std::vector<uint8_t>> data = std::vector<uint8_t>();
       if (job->pack.empty()) {
@@ -69,17 +73,23 @@ struct BlobPrefetcher::Impl {
           data = codec.Decode(job->entry, *stored, "pack " + backend.Describe(FileKind::kPack, job->pack));
         }
       }
-      if (data.ok()) {
-        job->data = std::move(*data);
-      } else {
+      if (!data.ok()) {
         job->status = data.status();
+      } else if (job->sink) {
+        job->status = job->sink(*data);
+      } else {
+        job->data = std::move(*data);
       }
       std::vector<uint8_t>().swap(job->stored);
       {
         std::lock_guard<std::mutex> lock(mu);
         job->done = true;
+        --running;
+        // A sunk blob holds no memory any more: it no longer counts as ahead.
+        if (job->sink) ahead_bytes -= job->entry.raw_len;
       }
       done_cv.notify_all();
+      if (job->sink) work_cv.notify_all();
     }
   }
 
@@ -93,8 +103,10 @@ struct BlobPrefetcher::Impl {
   std::condition_variable done_cv;
   std::deque<std::shared_ptr<Job>> jobs;  // GUARDED_BY(mu): queued, not yet taken by Next, in order
   size_t next = 0;                        // GUARDED_BY(mu): jobs[0, next) are dispatched
-  size_t ahead_bytes = 0;                 // GUARDED_BY(mu): raw bytes of dispatched jobs
+  size_t ahead_bytes = 0;                 // GUARDED_BY(mu): raw bytes of dispatched jobs holding data
+  size_t running = 0;                     // GUARDED_BY(mu): jobs a worker is on
   bool stop = false;                      // GUARDED_BY(mu)
+  bool abandoned = false;                 // GUARDED_BY(mu)
 };
 
 BlobPrefetcher::BlobPrefetcher(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -117,13 +129,16 @@ Result<std::unique_ptr<BlobPrefetcher>> BlobPrefetcher::Create(Repository& repo,
   return std::unique_ptr<BlobPrefetcher>(new BlobPrefetcher(std::move(impl)));
 }
 
-Status BlobPrefetcher::Enqueue(const BlobId& id) {
+Status BlobPrefetcher::Enqueue(const BlobId& id) { return Enqueue(id, nullptr).status(); }
+
+Result<uint32_t> BlobPrefetcher::Enqueue(const BlobId& id, BlobSink sink) {
   Impl& p = *impl_;
   Repository& repo = p.repo;
   // A long restore keeps its lock fresh, or a prune could judge it stale.
   CONTINUUM_RETURN_IF_ERROR(repo.Refresh());
   auto job = std::make_shared<Job>();
   job->id = id;
+  job->sink = std::move(sink);
   if (const PackEntry* e = repo.s_->pack->Find(id)) {
     job->entry = *e;
     auto s = repo.s_->pack->Stored(*e);
@@ -134,12 +149,14 @@ Status BlobPrefetcher::Enqueue(const BlobId& id) {
     job->entry = loc->entry;
     job->pack = loc->pack.Hex();
   }
+  const uint32_t raw_len = job->entry.raw_len;
   {
     std::lock_guard<std::mutex> lock(p.mu);
+    if (p.abandoned) return FailedPrecondition("blob prefetcher abandoned");
     p.jobs.push_back(std::move(job));
   }
   p.work_cv.notify_one();
-  return Status::Ok();
+  return raw_len;
 }
 
 Result<std::vector<uint8_t>> BlobPrefetcher::Next() {
@@ -147,16 +164,24 @@ Result<std::vector<uint8_t>> BlobPrefetcher::Next() {
   std::shared_ptr<Job> job;
   {
     std::unique_lock<std::mutex> lock(p.mu);
+    if (p.abandoned) return FailedPrecondition("blob prefetcher abandoned");
     if (p.jobs.empty()) return FailedPrecondition("no blob is queued");
     job = p.jobs.front();
     p.done_cv.wait(lock, [&] { return job->done; });
     p.jobs.pop_front();
     --p.next;
-    p.ahead_bytes -= job->entry.raw_len;
+    if (!job->sink) p.ahead_bytes -= job->entry.raw_len;
   }
   p.work_cv.notify_all();
   if (!job->status.ok()) return job->status;
   return std::move(job->data);
+}
+
+void BlobPrefetcher::Abandon() {
+  Impl& p = *impl_;
+  std::unique_lock<std::mutex> lock(p.mu);
+  p.abandoned = true;
+  p.done_cv.wait(lock, [&] { return p.running == 0; });
 }
 
 size_t BlobPrefetcher::queued() const {

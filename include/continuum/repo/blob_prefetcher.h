@@ -2,7 +2,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <span>
 #include <vector>
 
 #include "continuum/common/result.h"
@@ -11,6 +13,10 @@
 namespace continuum::repo {
 
 class Repository;
+
+// Takes a blob's plaintext on a worker thread (say, writes it to its place in
+// a file); an error is what Next returns for the blob.
+using BlobSink = std::function<Status(std::span<const uint8_t>)>;
 
 struct BlobPrefetcherOptions {
   // Workers that read, decrypt and decompress; 0: one per CPU, at least 4.
@@ -35,11 +41,20 @@ class BlobPrefetcher {
 
   // Queues a blob. kNotFound (now) when the repository does not have it.
   Status Enqueue(const BlobId& id);
+  // Queues a blob that a worker hands to `sink` once read and verified, so
+  // that consuming it (a copy into the page cache) runs in parallel too; Next
+  // then returns an empty vector, or the read's or the sink's error. Returns
+  // the blob's plaintext length (from the index), known before it is read.
+  Result<uint32_t> Enqueue(const BlobId& id, BlobSink sink);
   // The oldest queued blob not yet returned; waits for its read. Errors as
   // Repository::Get; kFailedPrecondition when nothing is queued.
   Result<std::vector<uint8_t>> Next();
   // Blobs queued and not yet returned by Next.
   size_t queued() const;
+  // Drops every queued blob not yet started and waits for those being read:
+  // after it no sink runs (call it before closing what sinks write to). Next
+  // fails from then on.
+  void Abandon();
 
  private:
   struct Impl;

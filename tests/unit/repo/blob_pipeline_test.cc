@@ -6,7 +6,10 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <fstream>
+#include <mutex>
+#include <thread>
 
 #include "continuum/repo/blob_prefetcher.h"
 #include "repo_test_util.h"
@@ -177,6 +180,82 @@ TEST_F(BlobPipelineTest, PrefetcherReportsADamagedPackAsDataLoss) {
   ASSERT_TRUE(pf.ok());
   ASSERT_TRUE((*pf)->Enqueue(*id).ok());
   EXPECT_EQ((*pf)->Next().status().code(), StatusCode::kDataLoss);
+}
+
+TEST_F(BlobPipelineTest, PrefetcherSinksTakeBlobsOnWorkersAndReportTheirErrors) {
+  auto r = InitAndOpen();
+  ASSERT_TRUE(r);
+  std::vector<BlobId> ids;
+  std::vector<std::vector<uint8_t>> data;
+  for (uint64_t i = 0; i < 30; ++i) {
+    data.push_back(i % 2 ? RandomBytes(10000 + i * 500, i) : TextBytes(40000, i));
+    ids.push_back(*r->Put(BlobType::kData, data.back()));
+  }
+  ASSERT_TRUE(r->Flush().ok());
+  auto pf = BlobPrefetcher::Create(*r, {.threads = 4, .max_ahead_bytes = 32 << 10});
+  ASSERT_TRUE(pf.ok());
+  std::mutex mu;
+  std::vector<std::vector<uint8_t>> got(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    // Every third blob goes to Next as before; the rest to a sink; blob 7's sink fails.
+    if (i % 3 == 0) {
+      ASSERT_TRUE((*pf)->Enqueue(ids[i]).ok());
+      continue;
+    }
+    auto len = (*pf)->Enqueue(ids[i], [&, i](std::span<const uint8_t> d) -> Status {
+      if (i == 7) return Status(StatusCode::kIoError, "disk full");
+      std::lock_guard lock(mu);
+      got[i].assign(d.begin(), d.end());
+      return Status::Ok();
+    });
+    ASSERT_TRUE(len.ok());
+    EXPECT_EQ(*len, data[i].size());  // known before the read
+  }
+  for (size_t i = 0; i < ids.size(); ++i) {
+    auto next = (*pf)->Next();
+    if (i == 7) {
+      EXPECT_EQ(next.status().code(), StatusCode::kIoError);
+      continue;
+    }
+    ASSERT_TRUE(next.ok()) << next.status().ToString();
+    if (i % 3 == 0) {
+      EXPECT_EQ(*next, data[i]);
+    } else {
+      EXPECT_TRUE(next->empty());
+      std::lock_guard lock(mu);
+      EXPECT_EQ(got[i], data[i]) << i;
+    }
+  }
+}
+
+TEST_F(BlobPipelineTest, AbandonStopsEverySinkBeforeItReturns) {
+  auto r = InitAndOpen();
+  ASSERT_TRUE(r);
+  std::vector<BlobId> ids;
+  for (uint64_t i = 0; i < 50; ++i) ids.push_back(*r->Put(BlobType::kData, RandomBytes(50000, i)));
+  ASSERT_TRUE(r->Flush().ok());
+  auto pf = BlobPrefetcher::Create(*r, {.threads = 4});
+  ASSERT_TRUE(pf.ok());
+  std::atomic<int> running{0}, calls{0};
+  for (const auto& id : ids) {
+    ASSERT_TRUE((*pf)->Enqueue(id, [&](std::span<const uint8_t>) -> Status {
+                        ++running;
+                        ++calls;
+                        std::this_thread::sleep_for(std::chrono::milliseconds(5));
+                        --running;
+                        return Status::Ok();
+                      })
+                    .ok());
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(12));
+  (*pf)->Abandon();
+  EXPECT_EQ(running.load(), 0);  // nothing runs after Abandon returned
+  const int after = calls.load();
+  EXPECT_LT(after, 50);  // the queue was dropped, not drained
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  EXPECT_EQ(calls.load(), after);
+  EXPECT_EQ((*pf)->Next().status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*pf)->Enqueue(ids[0]).code(), StatusCode::kFailedPrecondition);
 }
 
 }  // namespace
