@@ -9,8 +9,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <deque>
+#include <memory>
 #include <optional>
 #include <unordered_map>
 
@@ -92,7 +94,7 @@ class PathRestorer {
   ~PathRestorer() {
     // No worker may write to a descriptor after it is closed (or reused).
     prefetch_.Abandon();
-    for (auto& f : pending_) ::close(f.fd);
+    for (auto& f : pending_) ::close(f->fd);
   }
 
   // Writes the content of every file still pending.
@@ -101,8 +103,10 @@ class PathRestorer {
     return Status::Ok();
   }
 
+  // `fresh`: this run created the directory, so it held nothing before, and
+  // what is created in it belongs to our euid:egid (its group is egid).
   Status RestoreDir(const repo::BlobId& tree_id, int dir_fd, const std::string& rel, bool selected, int depth,
-                    bool* restored_any) {
+                    bool* restored_any, bool fresh = false) {
     if (depth > kMaxDepth) return DataLoss("point tree deeper than " + std::to_string(kMaxDepth) + " at " + rel);
     const std::string what = "directory '" + (rel.empty() ? std::string("/") : rel) + "' of the point";
     CONTINUUM_ASSIGN_OR_RETURN(repo::Tree tree, repo_.GetTree(tree_id));
@@ -118,12 +122,12 @@ class PathRestorer {
       const bool sel = selected || Included(child);
       if (e.type == EntryType::kDir) {
         bool any = false;
-        CONTINUUM_RETURN_IF_ERROR(RestoreSubdir(tree.refs[e.subtree], dir_fd, e, child, sel, depth, &any));
+        CONTINUUM_RETURN_IF_ERROR(RestoreSubdir(tree.refs[e.subtree], dir_fd, e, child, sel, depth, &any, fresh));
         *restored_any |= any || sel;
         continue;
       }
       if (!sel) continue;
-      CONTINUUM_RETURN_IF_ERROR(RestoreLeaf(tree, dir_fd, e, child));
+      CONTINUUM_RETURN_IF_ERROR(RestoreLeaf(tree, dir_fd, e, child, fresh));
       *restored_any = true;
     }
     return Status::Ok();
@@ -140,7 +144,7 @@ class PathRestorer {
                      MonoNowNs() - last_checkpoint_ns_ >= options_.checkpoint_interval_ns;
     if (!due) return Status::Ok();
     last_checkpoint_ns_ = MonoNowNs();
-    const uint64_t done = std::max(resume_, pending_.empty() ? next_seq_ : pending_.front().seq);
+    const uint64_t done = std::max(resume_, pending_.empty() ? next_seq_ : pending_.front()->seq);
     if (done <= record_.done) return Status::Ok();
     record_.done = done;
     record_.bytes_done = completed_bytes_;
@@ -184,7 +188,7 @@ class PathRestorer {
   }
 
   Status RestoreSubdir(const repo::BlobId& tree_id, int dir_fd, const DirEntry& e, const std::string& rel, bool sel,
-                       int depth, bool* restored_any) {
+                       int depth, bool* restored_any, bool parent_fresh) {
     bool created = false;
     if (::mkdirat(dir_fd, e.name.c_str(), 0700) == 0) {
       created = true;
@@ -202,7 +206,14 @@ class PathRestorer {
     int fd = ::openat(dir_fd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return PosixError("open " + Path(rel), errno);
     Fd guard(fd);
-    CONTINUUM_RETURN_IF_ERROR(RestoreDir(tree_id, fd, rel, sel, depth + 1, restored_any));
+    bool fresh = false;
+    if (created) {
+      // Its group decides the group of what is created in it (setgid parent, grpid mounts).
+      struct stat st;
+      if (::fstat(fd, &st) != 0) return PosixError("stat " + Path(rel), errno);
+      fresh = st.st_gid == egid_;
+    }
+    CONTINUUM_RETURN_IF_ERROR(RestoreDir(tree_id, fd, rel, sel, depth + 1, restored_any, fresh));
     if (!sel && !*restored_any) {
       // Only walked to look for included entries: leave no trace.
       if (created && ::unlinkat(dir_fd, e.name.c_str(), AT_REMOVEDIR) != 0) return PosixError("rmdir " + Path(rel), errno);
@@ -210,11 +221,15 @@ class PathRestorer {
     }
     ++report_.files;
     // After the children: creating them changed the directory's mtime.
-    return ApplyMeta(fd, e, rel);
+    return ApplyMeta(fd, e, rel, created && parent_fresh);
   }
 
-  Status ApplyMeta(int fd, const DirEntry& e, const std::string& rel) {
-    if (::fchown(fd, e.uid, e.gid) != 0 && !(errno == EPERM && ::geteuid() != 0)) {
+  // `ours`: the node was created by this run in a fresh directory, so it is
+  // owned by euid:egid already and a chown to those is skipped.
+  bool NeedsChown(const DirEntry& e, bool ours) const { return !ours || e.uid != euid_ || e.gid != egid_; }
+
+  Status ApplyMeta(int fd, const DirEntry& e, const std::string& rel, bool ours) {
+    if (NeedsChown(e, ours) && ::fchown(fd, e.uid, e.gid) != 0 && !(errno == EPERM && euid_ != 0)) {
       return PosixError("chown " + Path(rel), errno);
     }
     // After chown, which clears set-id bits.
@@ -229,9 +244,9 @@ class PathRestorer {
     return Status::Ok();
   }
 
-  Status ApplyMetaAt(int dir_fd, const DirEntry& e, const std::string& rel, bool chmod) {
-    if (::fchownat(dir_fd, e.name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0 &&
-        !(errno == EPERM && ::geteuid() != 0)) {
+  Status ApplyMetaAt(int dir_fd, const DirEntry& e, const std::string& rel, bool chmod, bool ours) {
+    if (NeedsChown(e, ours) && ::fchownat(dir_fd, e.name.c_str(), e.uid, e.gid, AT_SYMLINK_NOFOLLOW) != 0 &&
+        !(errno == EPERM && euid_ != 0)) {
       return PosixError("chown " + Path(rel), errno);
     }
     // The node was just created by us and is not a symlink, so following is moot.
@@ -243,13 +258,13 @@ class PathRestorer {
     return Status::Ok();
   }
 
-  Status RestoreLeaf(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel) {
+  Status RestoreLeaf(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel, bool fresh) {
     const uint64_t seq = next_seq_++;
     if (seq < resume_) return SkipLeaf(tree, dir_fd, e, rel, seq);
-    CONTINUUM_RETURN_IF_ERROR(ClearName(dir_fd, e, rel));
+    if (!fresh) CONTINUUM_RETURN_IF_ERROR(ClearName(dir_fd, e, rel));
     ++report_.files;
-    if (e.type == EntryType::kFile) return RestoreFile(tree, dir_fd, e, rel, seq);
-    CONTINUUM_RETURN_IF_ERROR(RestoreSpecial(dir_fd, e, rel));
+    if (e.type == EntryType::kFile) return RestoreFile(tree, dir_fd, e, rel, seq, fresh);
+    CONTINUUM_RETURN_IF_ERROR(RestoreSpecial(dir_fd, e, rel, fresh));
     return MaybeCheckpoint();
   }
 
@@ -266,10 +281,10 @@ class PathRestorer {
     if (!options_.verify) return Status::Ok();
     int fd = ::openat(dir_fd, e.name.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return PosixError("verify " + Path(rel) + " (restored before the interruption)", errno);
-    return AddPending(tree, {.fd = fd, .entry = e, .rel = rel, .seq = seq, .verify_only = true});
+    return AddPending(tree, fd, e, rel, seq, /*verify_only=*/true, /*ours=*/false);
   }
 
-  Status RestoreSpecial(int dir_fd, const DirEntry& e, const std::string& rel) {
+  Status RestoreSpecial(int dir_fd, const DirEntry& e, const std::string& rel, bool fresh) {
     switch (e.type) {
       case EntryType::kFile:
         break;
@@ -278,7 +293,7 @@ class PathRestorer {
         if (::symlinkat(e.link_target.c_str(), dir_fd, e.name.c_str()) != 0) {
           return PosixError("symlink " + Path(rel), errno);
         }
-        return ApplyMetaAt(dir_fd, e, rel, false);
+        return ApplyMetaAt(dir_fd, e, rel, false, fresh);
       case EntryType::kCharDev:
       case EntryType::kBlockDev:
       case EntryType::kFifo: {
@@ -287,7 +302,7 @@ class PathRestorer {
           Warn(PosixError("mknod " + Path(rel), errno));
           return Status::Ok();
         }
-        return ApplyMetaAt(dir_fd, e, rel, true);
+        return ApplyMetaAt(dir_fd, e, rel, true, fresh);
       }
       case EntryType::kSocket:
         Warn(Status(StatusCode::kFailedPrecondition, "socket " + Path(rel) + " not restored (sockets are metadata only)"));
@@ -300,26 +315,43 @@ class PathRestorer {
 
   // A file whose name exists and whose blobs are queued in the prefetcher;
   // content, size and metadata follow in CompleteOldest, in creation order.
+  // Shared with the prefetcher's workers when they write it (`sunk`).
   struct PendingFile {
     int fd = -1;  // owned
     DirEntry entry;
     std::string rel;
     uint64_t seq = 0;
     bool verify_only = false;  // restored by an interrupted run: compare, do not write
+    bool ours = false;         // created by this run in a fresh directory (see ApplyMeta)
     bool sunk = false;         // the prefetcher's workers write the content
-    size_t sunk_blobs = 0;     // blobs queued with a sink
+    bool meta_by_worker = false;  // ... and the last of them sets size and metadata
+    size_t sunk_blobs = 0;        // blobs queued with a sink
+    std::atomic<size_t> writes_left{0};  // sinks of this file not yet done
   };
 
-  Status AddPending(const repo::Tree& tree, PendingFile f) {
-    pending_bytes_ += f.entry.size;
+  Status AddPending(const repo::Tree& tree, int fd, const DirEntry& entry, const std::string& rel, uint64_t seq,
+                    bool verify_only, bool ours) {
+    pending_bytes_ += entry.size;
+    auto shared = std::make_shared<PendingFile>();
+    PendingFile& p = *shared;
+    p.fd = fd;
+    p.entry = entry;
+    p.rel = rel;
+    p.seq = seq;
+    p.verify_only = verify_only;
+    p.ours = ours;
+    const DirEntry& e = p.entry;
     // Without --verify the workers write the content themselves (WriteSparse at
     // the blob's offset, known from the index before the read), so the copies
-    // into the page cache run in parallel with creating the next files. The
-    // descriptor stays open until CompleteOldest took every blob of the file.
-    f.sunk = !options_.verify && !f.verify_only;
-    pending_.push_back(std::move(f));
-    PendingFile& p = pending_.back();
-    const DirEntry& e = p.entry;
+    // into the page cache run in parallel with creating the next files; the
+    // worker that finishes a file's last write also sets its size, mode and
+    // times (a file with xattrs gets them here: warnings stay on this thread).
+    // The descriptor stays open until CompleteOldest took every blob.
+    p.sunk = !options_.verify && !p.verify_only;
+    for (int64_t c : e.chunks) p.sunk_blobs += p.sunk && c >= 0;
+    p.meta_by_worker = p.sunk && p.sunk_blobs > 0 && e.xattrs.empty();
+    p.writes_left.store(p.sunk_blobs);
+    pending_.push_back(shared);
     uint64_t offset = 0;
     for (int64_t c : e.chunks) {
       if (c < 0) {
@@ -332,11 +364,16 @@ class PathRestorer {
         continue;
       }
       // Checked before the blob is queued: a sink never writes past the size.
-      CONTINUUM_ASSIGN_OR_RETURN(uint32_t len, prefetch_.Enqueue(id, [this, fd = p.fd, offset, rel = p.rel](
-                                                                          std::span<const uint8_t> data) {
-        return WriteSparse(fd, offset, data, Path(rel));
-      }));
-      ++p.sunk_blobs;
+      CONTINUUM_ASSIGN_OR_RETURN(
+          uint32_t len, prefetch_.Enqueue(id, [this, shared, offset](std::span<const uint8_t> data) -> Status {
+            PendingFile& f = *shared;
+            CONTINUUM_RETURN_IF_ERROR(WriteSparse(f.fd, offset, data, Path(f.rel)));
+            // The last write of the file is done when the count reaches zero.
+            if (f.writes_left.fetch_sub(1, std::memory_order_acq_rel) != 1 || !f.meta_by_worker) {
+              return Status::Ok();
+            }
+            return SetSizeAndMeta(f);
+          }));
       offset += len;
       if (offset > e.size) break;
     }
@@ -352,7 +389,8 @@ class PathRestorer {
     return Status::Ok();
   }
 
-  Status RestoreFile(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel, uint64_t seq) {
+  Status RestoreFile(const repo::Tree& tree, int dir_fd, const DirEntry& e, const std::string& rel, uint64_t seq,
+                     bool fresh) {
     if (e.hardlink_group) {
       auto it = links_.find(e.hardlink_group);
       if (it != links_.end()) {
@@ -369,12 +407,13 @@ class PathRestorer {
     // The name exists from here on: later hard links to it can be made before
     // its content is written.
     if (e.hardlink_group) links_[e.hardlink_group] = rel;
-    return AddPending(tree, {.fd = fd, .entry = e, .rel = rel, .seq = seq, .verify_only = false});
+    return AddPending(tree, fd, e, rel, seq, /*verify_only=*/false, /*ours=*/fresh);
   }
 
   Status CompleteOldest() {
-    PendingFile f = std::move(pending_.front());
+    std::shared_ptr<PendingFile> owned = std::move(pending_.front());
     pending_.pop_front();
+    PendingFile& f = *owned;
     Fd guard(f.fd);
     pending_bytes_ -= f.entry.size;
     const DirEntry& e = f.entry;
@@ -385,7 +424,9 @@ class PathRestorer {
       report_.bytes_written += e.size;
       unsynced_bytes_ += e.size;
       Report();
-      return FinishFile(f);
+      if (!f.meta_by_worker) CONTINUUM_RETURN_IF_ERROR(SetSizeAndMeta(f));
+      completed_bytes_ += e.size;
+      return MaybeCheckpoint();
     }
     Sha256 sha;
     uint64_t offset = 0;
@@ -418,7 +459,10 @@ class PathRestorer {
     if (bad || offset != e.size) {
       return DataLoss("file '" + rel + "' of the point: content does not add up to its size " + std::to_string(e.size));
     }
-    if (!f.verify_only) CONTINUUM_RETURN_IF_ERROR(FinishFile(f));
+    if (!f.verify_only) {
+      CONTINUUM_RETURN_IF_ERROR(SetSizeAndMeta(f));
+      completed_bytes_ += e.size;
+    }
     if (options_.verify) {
       uint8_t want[kDigestLen];
       sha.Final(want);
@@ -427,12 +471,12 @@ class PathRestorer {
     return MaybeCheckpoint();
   }
 
-  // Size (a trailing hole) and metadata, after the last write: writes change mtime.
-  Status FinishFile(const PendingFile& f) {
+  // Size (a trailing hole) and metadata, after the last write: writes change
+  // mtime. Runs on a prefetcher worker for files without xattrs (ApplyMeta
+  // then touches no member but constants).
+  Status SetSizeAndMeta(const PendingFile& f) {
     if (::ftruncate(f.fd, static_cast<off_t>(f.entry.size)) != 0) return PosixError("truncate " + Path(f.rel), errno);
-    CONTINUUM_RETURN_IF_ERROR(ApplyMeta(f.fd, f.entry, f.rel));
-    completed_bytes_ += f.entry.size;
-    return f.sunk ? MaybeCheckpoint() : Status::Ok();
+    return ApplyMeta(f.fd, f.entry, f.rel, f.ours);
   }
 
   void HashZeros(Sha256* sha, uint64_t n) {
@@ -475,10 +519,12 @@ class PathRestorer {
   const ProgressFn& progress_;
   const std::function<void(const Status&)>& warn_;
   int root_fd_;
+  const uid_t euid_ = ::geteuid();
+  const gid_t egid_ = ::getegid();
   std::vector<uint8_t> zeros_;
   RestoreReport report_;
   std::unordered_map<uint64_t, std::string> links_;  // hard-link group -> path (relative to root) restored first
-  std::deque<PendingFile> pending_;
+  std::deque<std::shared_ptr<PendingFile>> pending_;
   uint64_t pending_bytes_ = 0;
   // Resuming and checkpoints (see the class comment).
   BackgroundCheckpointer* checkpointer_;  // null: no checkpoints

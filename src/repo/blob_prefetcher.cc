@@ -49,6 +49,7 @@ struct BlobPrefetcher::Impl {
     Backend& backend = *repo.backend_;
     for (;;) {
       std::shared_ptr<Job> job;
+      bool more = false;
       {
         std::unique_lock<std::mutex> lock(mu);
         work_cv.wait(lock, [&] { return stop || CanDispatch(); });
@@ -56,7 +57,10 @@ struct BlobPrefetcher::Impl {
         job = jobs[next++];
         ahead_bytes += job->entry.raw_len;
         ++running;
+        // Wakes are one at a time: pass one on while there is more to do.
+        more = CanDispatch();
       }
+      if (more) work_cv.notify_one();
       Result<std::vector<uint8_t>> data = std::vector<uint8_t>();
       if (job->pack.empty()) {
         data = codec.Decode(job->entry, job->stored, "unsealed pack");
@@ -81,15 +85,25 @@ struct BlobPrefetcher::Impl {
         job->data = std::move(*data);
       }
       std::vector<uint8_t>().swap(job->stored);
+      // Wake only who waits for this: a restore of many small files completes
+      // tens of thousands of blobs, and waking every thread for each one costs
+      // more system time than the reads.
+      bool wake_owner = false;
+      bool wake_worker = false;
       {
         std::lock_guard<std::mutex> lock(mu);
         job->done = true;
         --running;
-        // A sunk blob holds no memory any more: it no longer counts as ahead.
-        if (job->sink) ahead_bytes -= job->entry.raw_len;
+        wake_owner = owner_waiting;
+        if (job->sink) {
+          // A sunk blob holds no memory any more: it no longer counts as ahead.
+          const bool was_full = ahead_bytes >= options.max_ahead_bytes;
+          ahead_bytes -= job->entry.raw_len;
+          wake_worker = was_full && CanDispatch();
+        }
       }
-      done_cv.notify_all();
-      if (job->sink) work_cv.notify_all();
+      if (wake_owner) done_cv.notify_all();
+      if (wake_worker) work_cv.notify_one();
     }
   }
 
@@ -105,6 +119,7 @@ struct BlobPrefetcher::Impl {
   size_t next = 0;                        // GUARDED_BY(mu): jobs[0, next) are dispatched
   size_t ahead_bytes = 0;                 // GUARDED_BY(mu): raw bytes of dispatched jobs holding data
   size_t running = 0;                     // GUARDED_BY(mu): jobs a worker is on
+  bool owner_waiting = false;             // GUARDED_BY(mu): Next or Abandon waits on done_cv
   bool stop = false;                      // GUARDED_BY(mu)
   bool abandoned = false;                 // GUARDED_BY(mu)
 };
@@ -162,17 +177,23 @@ Result<uint32_t> BlobPrefetcher::Enqueue(const BlobId& id, BlobSink sink) {
 Result<std::vector<uint8_t>> BlobPrefetcher::Next() {
   Impl& p = *impl_;
   std::shared_ptr<Job> job;
+  bool wake = false;
   {
     std::unique_lock<std::mutex> lock(p.mu);
     if (p.abandoned) return FailedPrecondition("blob prefetcher abandoned");
     if (p.jobs.empty()) return FailedPrecondition("no blob is queued");
     job = p.jobs.front();
-    p.done_cv.wait(lock, [&] { return job->done; });
+    if (!job->done) {
+      p.owner_waiting = true;
+      p.done_cv.wait(lock, [&] { return job->done; });
+      p.owner_waiting = false;
+    }
     p.jobs.pop_front();
     --p.next;
     if (!job->sink) p.ahead_bytes -= job->entry.raw_len;
+    wake = p.CanDispatch();
   }
-  p.work_cv.notify_all();
+  if (wake) p.work_cv.notify_one();
   if (!job->status.ok()) return job->status;
   return std::move(job->data);
 }
@@ -181,7 +202,9 @@ void BlobPrefetcher::Abandon() {
   Impl& p = *impl_;
   std::unique_lock<std::mutex> lock(p.mu);
   p.abandoned = true;
+  p.owner_waiting = true;
   p.done_cv.wait(lock, [&] { return p.running == 0; });
+  p.owner_waiting = false;
 }
 
 size_t BlobPrefetcher::queued() const {

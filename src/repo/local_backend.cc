@@ -122,6 +122,7 @@ Status LocalBackend::Create() {
 }
 
 Status LocalBackend::Write(FileKind kind, const std::string& name, std::span<const uint8_t> data, bool replace) {
+  if (kind == FileKind::kPack) ForgetPack(name);
   std::string final_path = Describe(kind, name);
   std::string context = "store " + final_path;
   std::string tmp_dir = root_ + "/tmp";
@@ -256,10 +257,47 @@ Result<std::vector<uint8_t>> LocalBackend::ReadAt(FileKind kind, const std::stri
                                                   uint64_t length) {
   std::string path = Describe(kind, name);
   if (length > (1ull << 32)) return InvalidArgument("read " + path + ": length " + std::to_string(length) + " too large");
-  CONTINUUM_ASSIGN_OR_RETURN(auto f, io::File::Open(path, O_RDONLY));
   std::vector<uint8_t> out(length);
+  if (kind == FileKind::kPack) {
+    CONTINUUM_ASSIGN_OR_RETURN(auto f, OpenPack(name));
+    CONTINUUM_RETURN_IF_ERROR(f->PRead(offset, out));
+    return out;
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto f, io::File::Open(path, O_RDONLY));
   CONTINUUM_RETURN_IF_ERROR(f->PRead(offset, out));
   return out;
+}
+
+void LocalBackend::ForgetPack(const std::string& name) {
+  std::lock_guard lock(packs_mu_);
+  auto it = pack_index_.find(name);
+  if (it == pack_index_.end()) return;
+  packs_.erase(it->second);
+  pack_index_.erase(it);
+}
+
+Result<std::shared_ptr<io::File>> LocalBackend::OpenPack(const std::string& name) {
+  constexpr size_t kMaxOpenPacks = 64;
+  {
+    std::lock_guard lock(packs_mu_);
+    auto it = pack_index_.find(name);
+    if (it != pack_index_.end()) {
+      packs_.splice(packs_.begin(), packs_, it->second);
+      return packs_.front().second;
+    }
+  }
+  // Opened outside the lock: other readers go on meanwhile.
+  CONTINUUM_ASSIGN_OR_RETURN(auto opened, io::File::Open(Describe(FileKind::kPack, name), O_RDONLY));
+  std::shared_ptr<io::File> f = std::move(opened);
+  std::lock_guard lock(packs_mu_);
+  if (pack_index_.count(name)) return f;  // another reader cached it first: use ours once
+  packs_.emplace_front(name, f);
+  pack_index_[name] = packs_.begin();
+  if (packs_.size() > kMaxOpenPacks) {
+    pack_index_.erase(packs_.back().first);
+    packs_.pop_back();  // closes when its last reader is done
+  }
+  return f;
 }
 
 Result<uint64_t> LocalBackend::Size(FileKind kind, const std::string& name) {
@@ -295,6 +333,7 @@ Result<std::vector<std::string>> LocalBackend::List(FileKind kind) {
 }
 
 Status LocalBackend::Remove(FileKind kind, const std::string& name) {
+  if (kind == FileKind::kPack) ForgetPack(name);
   std::string path = Describe(kind, name);
   if (::unlink(path.c_str()) != 0) return PosixError("remove " + path, errno);
   return io::SyncDir(Dir(kind, name)).WithContext("remove " + path);

@@ -205,29 +205,36 @@ def test_path_backup_restores_content_and_metadata(repo, tmp_path):
     again = repo.cli("backup", "path", str(src), "--exclude", "*.tmp", json_out=True)
     assert again["new_raw_bytes"] == 0, again  # unchanged tree: nothing new
 
-    out = tmp_path / "out"
-    repo.cli("restore", p["id"], "--to", str(out), "--verify")
-    got = out / "data"
-    assert not (got / "cache.tmp").exists()
-    compared = 0
-    for dirpath, dirnames, filenames in os.walk(src):
-        for name in dirnames + filenames:
-            a = Path(dirpath) / name
-            if a.name == "cache.tmp":
-                continue
-            b = got / a.relative_to(src)
-            sa, sb = os.lstat(a), os.lstat(b)
-            for field in ("st_mode", "st_uid", "st_gid", "st_mtime_ns", "st_rdev"):
-                assert getattr(sa, field) == getattr(sb, field), (a, field)
-            if stat.S_ISREG(sa.st_mode):
-                assert sa.st_size == sb.st_size and sha(a) == sha(b), a
-            if stat.S_ISLNK(sa.st_mode):
-                assert os.readlink(a) == os.readlink(b)
-            compared += 1
-    assert compared >= 11
-    assert os.lstat(got / "hard").st_ino == os.lstat(got / "sub" / "notes.txt").st_ino
-    assert os.getxattr(got / "big.bin", "user.origin") == b"system test"
-    assert os.stat(got / "sparse").st_blocks * 512 < 1 << 20
+    # With --verify this thread writes and checks each file; without, the
+    # prefetch workers write files and set their metadata. The second target
+    # sits in a setgid directory of another group: restored owners still win.
+    sgid = tmp_path / "sgid"
+    sgid.mkdir()
+    os.chown(sgid, 0, 5555)
+    os.chmod(sgid, 0o2775)
+    for out, extra in ((tmp_path / "out", ["--verify"]), (sgid / "out", [])):
+        repo.cli("restore", p["id"], "--to", str(out), *extra)
+        got = out / "data"
+        assert not (got / "cache.tmp").exists()
+        compared = 0
+        for dirpath, dirnames, filenames in os.walk(src):
+            for name in dirnames + filenames:
+                a = Path(dirpath) / name
+                if a.name == "cache.tmp":
+                    continue
+                b = got / a.relative_to(src)
+                sa, sb = os.lstat(a), os.lstat(b)
+                for field in ("st_mode", "st_uid", "st_gid", "st_mtime_ns", "st_rdev"):
+                    assert getattr(sa, field) == getattr(sb, field), (a, field, extra)
+                if stat.S_ISREG(sa.st_mode):
+                    assert sa.st_size == sb.st_size and sha(a) == sha(b), a
+                if stat.S_ISLNK(sa.st_mode):
+                    assert os.readlink(a) == os.readlink(b)
+                compared += 1
+        assert compared >= 11
+        assert os.lstat(got / "hard").st_ino == os.lstat(got / "sub" / "notes.txt").st_ino
+        assert os.getxattr(got / "big.bin", "user.origin") == b"system test"
+        assert os.stat(got / "sparse").st_blocks * 512 < 1 << 20
 
     # --include restores only what matches (and the directories leading to it).
     part = tmp_path / "part"

@@ -1,9 +1,13 @@
 #pragma once
 
 #include <atomic>
+#include <list>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
+#include "continuum/io/file.h"
 #include "continuum/repo/backend.h"
 
 namespace continuum::repo {
@@ -37,9 +41,20 @@ class LocalBackend : public Backend {
   // Sets FS_IMMUTABLE_FL on a stored file. A filesystem or process that cannot
   // is logged once, not an error: the file is stored either way.
   void SealWritten(const std::string& path);
+  // An open descriptor of a pack, from a small cache: a restore reads tens of
+  // thousands of blobs from a few hundred packs, and opening the pack for each
+  // read costs as much as the read. Packs are write-once, so a cached
+  // descriptor never sees other content (a removed pack stays readable through
+  // it, which is what a reader that found it in the index wants).
+  Result<std::shared_ptr<io::File>> OpenPack(const std::string& name);
+  // Drops a pack's cached descriptor (it is rewritten or removed).
+  void ForgetPack(const std::string& name);
   std::string root_;
   bool write_once_ = false;
   std::atomic<bool> told_unsupported_{false};
+  std::mutex packs_mu_;
+  std::list<std::pair<std::string, std::shared_ptr<io::File>>> packs_;  // GUARDED_BY(packs_mu_): most recent first
+  std::unordered_map<std::string, decltype(packs_)::iterator> pack_index_;  // GUARDED_BY(packs_mu_)
 };
 
 }  // namespace continuum::repo
