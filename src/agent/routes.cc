@@ -190,10 +190,16 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     if (!b.ok()) return ErrorResponse(b.status());
     auto at = Field<std::string>(*b, "at", "");
     auto writable = Field<bool>(*b, "writable", false);
+    // The client's own process (SO_PEERCRED, not a claim in the body) owns the view.
+    auto with_client = Field<bool>(*b, "close_with_client", false);
     if (!at.ok()) return ErrorResponse(at.status());
     if (!writable.ok()) return ErrorResponse(writable.status());
+    if (!with_client.ok()) return ErrorResponse(with_client.status());
     if (at->empty()) return ErrorResponse(InvalidArgument("--at POINT is required"));
-    return Reply(m->OpenView(req.path_params.at("name"), *at, *writable), 201);
+    if (*with_client && req.peer.pid <= 0) {
+      return ErrorResponse(FailedPrecondition("close_with_client: the client's process is not known"));
+    }
+    return Reply(m->OpenView(req.path_params.at("name"), *at, *writable, *with_client ? req.peer.pid : 0), 201);
   });
   r->Get("/v1/views", [m](const Request&) { return JsonResponse(m->ListViews()); });
   r->Post("/v1/views/close", [m](const Request& req) -> Response {

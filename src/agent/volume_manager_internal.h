@@ -39,9 +39,17 @@ struct VolumeManager::View {
   std::string overlay;
   cdp::Point point;
   bool writable = false;
+  // A view that ends with the process that opened it (a `backup volume` run):
+  // its pid and start time (so a reused pid is not taken for it). 0: none.
+  pid_t owner_pid = 0;
+  uint64_t owner_start = 0;
   std::shared_ptr<volume::VolumeView> view;
   std::unique_ptr<io::LoopDevice> loop;
 };
+
+// The start time of a process (field 22 of /proc/PID/stat, clock ticks since
+// boot); 0 when there is no such process.
+uint64_t ProcessStartTime(pid_t pid);
 
 std::string FullPolicyName(cdp::FullPolicy p);
 nlohmann::json PointJson(const cdp::Point& p);

@@ -6,7 +6,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
+#include <fstream>
+#include <sstream>
 
 #include "agent/volume_manager_internal.h"
 #include "continuum/common/log.h"
@@ -195,11 +198,55 @@ void VolumeManager::SchedulerLoop() {
     }
     lock.unlock();
     RunDueSchedules();
+    CloseOrphanedViews();
     lock.lock();
   }
 }
 
-Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const std::string& at, bool writable) {
+uint64_t ProcessStartTime(pid_t pid) {
+  std::ifstream f("/proc/" + std::to_string(pid) + "/stat");
+  std::string text;
+  if (!f || !std::getline(f, text)) return 0;
+  // The command name (field 2) may hold spaces and parentheses: fields
+  // start after the last ')'. Field 22 is the 20th after it.
+  size_t close = text.rfind(')');
+  if (close == std::string::npos) return 0;
+  std::istringstream rest(text.substr(close + 1));
+  std::string field;
+  for (int i = 3; i <= 22 && rest >> field; ++i) {
+    if (i == 22) return std::strtoull(field.c_str(), nullptr, 10);
+  }
+  return 0;
+}
+
+void VolumeManager::CloseOrphanedViews() {
+  std::vector<std::string> orphans;
+  {
+    std::lock_guard lock(mu_);
+    for (const auto& [id, v] : views_) {
+      if (v->owner_pid > 0 && ProcessStartTime(v->owner_pid) != v->owner_start) orphans.push_back(id);
+    }
+  }
+  for (const auto& id : orphans) {
+    std::string volume, device;
+    {
+      std::lock_guard lock(mu_);
+      auto it = views_.find(id);
+      if (it == views_.end()) continue;
+      volume = it->second->volume;
+      device = it->second->device;
+    }
+    Status st = CloseView(id);
+    if (st.ok()) {
+      events_->Add(volume, "view_owner_gone", device + ": the process that opened it ended; closed");
+    } else if (st.code() != StatusCode::kNotFound) {
+      events_->Add(volume, "view_owner_gone", device + ": the process that opened it ended; not closed: " + st.message());
+    }
+  }
+}
+
+Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const std::string& at, bool writable,
+                                               pid_t owner_pid) {
   CONTINUUM_ASSIGN_OR_RETURN(auto m, Find(name));
   CONTINUUM_ASSIGN_OR_RETURN(auto vol, Healthy(m.get()));
   CONTINUUM_ASSIGN_OR_RETURN(cdp::Point point, vol->ResolvePoint(at));
@@ -214,6 +261,11 @@ Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const st
   v->volume = name;
   v->point = point;
   v->writable = writable;
+  if (owner_pid > 0) {
+    v->owner_pid = owner_pid;
+    v->owner_start = ProcessStartTime(owner_pid);
+    if (v->owner_start == 0) return FailedPrecondition("process " + std::to_string(owner_pid) + " is gone");
+  }
   if (writable) v->overlay = opts_.state_dir + "/views/" + id + ".overlay";
   CONTINUUM_ASSIGN_OR_RETURN(v->view, vol->OpenView(point, v->overlay));
   std::string file = FuseViewFile(id);
@@ -229,6 +281,7 @@ Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const st
   v->device = v->loop->path();
   nlohmann::json j{{"id", id}, {"volume", name}, {"device", v->device}, {"writable", writable},
                    {"point", PointJson(point)}};
+  if (owner_pid > 0) j["owner_pid"] = owner_pid;
   events_->Add(name, "view_opened", v->device + " at seq:" + std::to_string(point.seq) + (writable ? " (writable)" : ""));
   std::lock_guard lock(mu_);
   views_[id] = std::move(v);
@@ -269,8 +322,10 @@ nlohmann::json VolumeManager::ListViews() {
   std::lock_guard lock(mu_);
   nlohmann::json out = nlohmann::json::array();
   for (const auto& [id, v] : views_) {
-    out.push_back({{"id", id}, {"volume", v->volume}, {"device", v->device}, {"writable", v->writable},
-                   {"point", PointJson(v->point)}});
+    nlohmann::json j{{"id", id}, {"volume", v->volume}, {"device", v->device}, {"writable", v->writable},
+                     {"point", PointJson(v->point)}};
+    if (v->owner_pid > 0) j["owner_pid"] = v->owner_pid;
+    out.push_back(std::move(j));
   }
   return out;
 }

@@ -53,7 +53,8 @@ class AgentVolumeControl : public backup::VolumeControl {
   }
 
   Result<View> OpenView(const std::string& volume, const std::string& at) override {
-    nlohmann::json body{{"at", at}, {"writable", false}};
+    // Closed by the agent if this process dies before it closes the view.
+    nlohmann::json body{{"at", at}, {"writable", false}, {"close_with_client", true}};
     CONTINUUM_ASSIGN_OR_RETURN(nlohmann::json j, client_.Call("POST", VolumePath(volume) + "/views", &body));
     View v;
     CONTINUUM_ASSIGN_OR_RETURN(v.id, Get<std::string>(j, "id"));

@@ -82,7 +82,10 @@ class VolumeManager {
   Result<nlohmann::json> ListSchedules(const std::string& name);
   Status RemoveSchedule(const std::string& name, uint64_t id);
 
-  Result<nlohmann::json> OpenView(const std::string& name, const std::string& at, bool writable);
+  // `owner_pid` > 0: the view is closed by the agent once that process is
+  // gone (so a killed `backup volume` run leaves no device behind).
+  Result<nlohmann::json> OpenView(const std::string& name, const std::string& at, bool writable,
+                                  pid_t owner_pid = 0);
   Status CloseView(const std::string& device_or_id);
   nlohmann::json ListViews();
   Result<nlohmann::json> Rollback(const std::string& name, const std::string& to);
@@ -134,6 +137,8 @@ class VolumeManager {
   void CleanStaleLoops(const std::string& fuse_path);
   void SchedulerLoop();
   void RunDueSchedules();
+  // Closes views whose owning process has ended (see OpenView).
+  void CloseOrphanedViews();
   std::string VolumeDir(const std::string& name) const;
   Status CheckReplicaPoint(const Managed& m, const cdp::Point& p) const;
   Result<nlohmann::json> CreateInternal(const CreateVolumeRequest& req, bool allow_state_dir,
