@@ -162,7 +162,8 @@ int RunAgent(AgentOptions opts, bool state_dir_set, bool control_set) {
   api::Router router;
   RegisterRoutes(&router, manager->get(), &events, &replication, opts.server ? "server" : "agent");
   // Backup jobs run as children of this binary (the standalone CLI's code).
-  BackupScheduler backups(std::move(backup_jobs), {.control = opts.control}, &events);
+  BackupScheduler backups(std::move(backup_jobs),
+                          {.control = opts.control, .state_file = opts.state_dir + "/backup-jobs.json"}, &events);
   RegisterBackupJobRoutes(&router, &backups);
   auto server = api::ControlServer::Start(
       {.socket_path = opts.control, .group = opts.control_group, .threads = 8}, std::move(router));

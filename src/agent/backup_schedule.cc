@@ -161,4 +161,24 @@ int64_t NextRunNs(const BackupSchedule& s, int64_t now_ns, int64_t anchor_ns) {
   return -1;
 }
 
+int64_t MissedRunNs(const BackupSchedule& s, int64_t since_ns, int64_t now_ns) {
+  if (since_ns <= 0 || since_ns >= now_ns) return -1;
+  if (s.kind == ScheduleKind::kEvery) {
+    if (s.every_ns <= 0 || since_ns + s.every_ns > now_ns) return -1;
+    return since_ns + (now_ns - since_ns) / s.every_ns * s.every_ns;
+  }
+  if (s.kind == ScheduleKind::kOnce) return s.once_ns > since_ns && s.once_ns <= now_ns ? s.once_ns : -1;
+  // Calendar kinds: step through the times after since_ns (a few hundred at
+  // most for a monthly job down for years; the loop is bounded anyway).
+  int64_t missed = -1;
+  int64_t t = since_ns;
+  for (int i = 0; i < 100000; ++i) {
+    int64_t next = NextRunNs(s, t, t);
+    if (next < 0 || next > now_ns) break;
+    missed = next;
+    t = next;
+  }
+  return missed;
+}
+
 }  // namespace continuum::agent

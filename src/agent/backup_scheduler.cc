@@ -14,6 +14,7 @@
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/common/units.h"
+#include "continuum/io/file.h"
 
 extern char** environ;
 
@@ -88,18 +89,72 @@ BackupScheduler::BackupScheduler(std::vector<BackupJob> jobs, Options opts, Even
 
 BackupScheduler::~BackupScheduler() { Stop(); }
 
+void BackupScheduler::LoadState() {
+  if (opts_.state_file.empty()) return;
+  auto text = io::ReadFileToString(opts_.state_file);
+  if (!text.ok()) {
+    if (text.status().code() != StatusCode::kNotFound) {
+      Logger("backup-jobs")->warn("backup job state {}: {}; starting without it", opts_.state_file,
+                                  text.status().message());
+    }
+    return;
+  }
+  auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || j.value("version", 0) != 1 || !j.contains("jobs") || !j["jobs"].is_object()) {
+    Logger("backup-jobs")->warn("backup job state {} is not readable; starting without it", opts_.state_file);
+    return;
+  }
+  for (auto& js : jobs_) {
+    auto it = j["jobs"].find(js->job.name);
+    if (it == j["jobs"].end() || !it->is_object()) continue;
+    const auto& o = *it;
+    auto num = [&](const char* k) {
+      return o.contains(k) && o[k].is_number_integer() ? o[k].template get<int64_t>() : int64_t{0};
+    };
+    js->last_run_ns = num("last_run_ns");
+    js->known_since_ns = num("known_since_ns");
+    if (o.contains("last_result") && o["last_result"].is_object()) js->last_result = o["last_result"];
+  }
+}
+
+void BackupScheduler::SaveState() {
+  if (opts_.state_file.empty()) return;
+  nlohmann::json jobs = nlohmann::json::object();
+  for (const auto& js : jobs_) {
+    jobs[js->job.name] = {{"schedule", js->job.schedule.text},
+                          {"known_since_ns", js->known_since_ns},
+                          {"last_run_ns", js->last_run_ns},
+                          {"last_result", js->last_result}};
+  }
+  nlohmann::json doc{{"version", 1}, {"jobs", std::move(jobs)}};
+  Status st = io::WriteFileAtomic(opts_.state_file, doc.dump(2) + "\n");
+  if (!st.ok()) Logger("backup-jobs")->warn("cannot save backup job state: {}", st.message());
+}
+
 void BackupScheduler::Start() {
   int64_t now = WallNowNs();
+  LoadState();
   {
     std::lock_guard lock(mu_);
     for (auto& js : jobs_) {
-      js->next_ns = NextRunNs(js->job.schedule, now, now);
-      if (js->next_ns < 0) {
+      if (js->known_since_ns == 0) js->known_since_ns = now;
+      const int64_t since = std::max(js->last_run_ns, js->known_since_ns);
+      const int64_t missed = MissedRunNs(js->job.schedule, since, now);
+      if (missed >= 0) {
+        js->due = true;
+        events_->Add("", "backup_job_catch_up",
+                     js->job.name + ": its run of " + FormatRfc3339(missed) +
+                         " was missed while the agent was down; running it now");
+      }
+      // An interval counts from the last run, not from this start.
+      js->next_ns = NextRunNs(js->job.schedule, now, js->last_run_ns > 0 && !js->due ? js->last_run_ns : now);
+      if (js->next_ns < 0 && !js->due) {
         Logger("backup-jobs")
             ->warn("backup job {}: schedule '{}' is in the past; the job will not run", js->job.name,
                    js->job.schedule.text);
       }
     }
+    SaveState();
   }
   if (!jobs_.empty()) Logger("backup-jobs")->info("{} scheduled backup job(s)", jobs_.size());
   thread_ = std::thread([this] { Loop(); });
@@ -148,6 +203,7 @@ void BackupScheduler::Loop() {
         js->running = true;
         js->started_ns = now;
         js->last_run_ns = now;
+        SaveState();
         JobState* p = js.get();
         js->runner = std::thread([this, p] { RunJob(p); });
       }
@@ -308,6 +364,7 @@ void BackupScheduler::RunJob(JobState* js) {
     std::lock_guard lock(mu_);
     js->last_result = std::move(result);
     js->running = false;
+    SaveState();
   }
   cv_.notify_all();  // a job waiting for this repository may start
 }

@@ -135,6 +135,14 @@ schedule = "daily 03:00"
     a.cli("volume", "down", "db")
     assert a.stop() == 0
 
+    # After a restart the jobs still show their last run and result (state file).
+    a.start(extra=["--config", str(cfg)])
+    after = {j["name"]: j for j in a.cli("backup", "jobs", json_out=True)}
+    assert after["badpw"]["last_result"]["status"] == "failed", after["badpw"]
+    assert after["badpw"]["last_run"] is not None
+    assert after["db"]["last_run"] is not None and after["db"]["last_result"] is not None
+    assert a.stop() == 0
+
 
 def test_bad_schedule_stops_agent_start(make_agent, tmp_path):
     pw = tmp_path / "pw"

@@ -40,4 +40,11 @@ Result<BackupSchedule> ParseBackupSchedule(std::string_view text);
 // database.
 int64_t NextRunNs(const BackupSchedule& s, int64_t now_ns, int64_t anchor_ns);
 
+// The newest time the schedule wanted a run in (since_ns, now_ns], or -1.
+// `since_ns` is the job's last run, or when the agent first knew the job (a
+// time before that is not "missed": the job did not exist yet). Used at start
+// to catch up a run missed while the agent was down (as systemd timers with
+// Persistent=true do).
+int64_t MissedRunNs(const BackupSchedule& s, int64_t since_ns, int64_t now_ns);
+
 }  // namespace continuum::agent

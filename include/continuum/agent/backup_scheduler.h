@@ -50,8 +50,10 @@ std::vector<std::string> ForgetJobArgs(const BackupJob& job);
 // same code as the standalone CLI, so a crashing job cannot take the agent
 // down. At most one job runs per repository at a time; a job that is due
 // while its repository is busy waits; a job still running when its next time
-// comes skips that time (event backup_job_skipped). Missed times while the
-// agent was down are not caught up.
+// comes skips that time (event backup_job_skipped). Each job's last run and
+// result are kept in a state file, so a restart neither forgets them nor
+// restarts an interval: a time missed while the agent was down runs once at
+// start (event backup_job_catch_up).
 //
 // Thread-safety: every public method may be called from any thread. The
 // scheduler thread and one runner thread per running job share state under
@@ -61,6 +63,8 @@ class BackupScheduler {
   struct Options {
     std::string exe = "/proc/self/exe";  // binary the jobs run
     std::string control;                 // agent's control socket, for volume sources
+    // JSON state of the jobs (docs/format/state.md); empty: not kept.
+    std::string state_file;
   };
   BackupScheduler(std::vector<BackupJob> jobs, Options opts, EventLog* events);
   ~BackupScheduler();
@@ -85,7 +89,8 @@ class BackupScheduler {
     bool running = false;
     pid_t child = 0;
     int64_t started_ns = 0;
-    int64_t last_run_ns = 0;     // 0: never ran since the agent started
+    int64_t last_run_ns = 0;     // 0: never ran (as far as the state file knows)
+    int64_t known_since_ns = 0;  // when an agent first had this job in its config
     nlohmann::json last_result;  // null until a run finished
     std::thread runner;
   };
@@ -93,6 +98,8 @@ class BackupScheduler {
   void Loop();
   bool RepoBusy(const std::string& repo) const;  // REQUIRES: mu_ held
   void RunJob(JobState* js);                     // on js->runner
+  void LoadState();                              // before the thread starts
+  void SaveState();                              // REQUIRES: mu_ held
 
   Options opts_;
   EventLog* events_;

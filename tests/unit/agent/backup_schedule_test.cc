@@ -70,6 +70,29 @@ TEST_F(BackupScheduleTest, LocalTime) {
   EXPECT_EQ(Next("daily 02:30", "2026-11-22T01:00:00Z"), "2026-11-23T00:30:00.000Z");
 }
 
+TEST_F(BackupScheduleTest, MissedRunWhileDown) {
+  auto missed = [&](const char* sched, const char* since, const char* now) {
+    auto s = ParseBackupSchedule(sched);
+    EXPECT_TRUE(s.ok());
+    int64_t m = MissedRunNs(*s, At(since), At(now));
+    return m < 0 ? std::string("none") : FormatRfc3339(m);
+  };
+  // Down from 01:00 to 03:00 across 02:30: that run is missed.
+  EXPECT_EQ(missed("daily 02:30", "2026-11-22T01:00:00Z", "2026-11-22T03:00:00Z"), "2026-11-22T02:30:00.000Z");
+  EXPECT_EQ(missed("daily 02:30", "2026-11-22T02:40:00Z", "2026-11-22T23:00:00Z"), "none");
+  // Down three days: one catch-up run (the newest missed time), not three.
+  EXPECT_EQ(missed("daily 02:30", "2026-11-19T05:00:00Z", "2026-11-22T03:00:00Z"), "2026-11-22T02:30:00.000Z");
+  EXPECT_EQ(missed("weekly mon 01:00", "2026-11-22T00:00:00Z", "2026-11-23T00:59:00Z"), "none");
+  EXPECT_EQ(missed("monthly 31 12:00", "2026-11-01T00:00:00Z", "2026-12-01T00:00:00Z"), "2026-11-30T12:00:00.000Z");
+  EXPECT_EQ(missed("every 6h", "2026-11-22T00:00:00Z", "2026-11-22T05:59:00Z"), "none");
+  EXPECT_EQ(missed("every 6h", "2026-11-22T00:00:00Z", "2026-11-22T13:00:00Z"), "2026-11-22T12:00:00.000Z");
+  EXPECT_EQ(missed("once 2026-11-22T10:00:00Z", "2026-11-22T09:00:00Z", "2026-11-22T11:00:00Z"),
+            "2026-11-22T10:00:00.000Z");
+  // Known (or last run) only after the time: not missed.
+  EXPECT_EQ(missed("once 2026-11-22T10:00:00Z", "2026-11-22T10:30:00Z", "2026-11-22T11:00:00Z"), "none");
+  EXPECT_EQ(MissedRunNs(*ParseBackupSchedule("daily 02:30"), 0, At("2026-11-22T03:00:00Z")), -1);
+}
+
 TEST_F(BackupScheduleTest, BadInputNamesTheProblem) {
   auto msg = [](const char* text) { return ParseBackupSchedule(text).status().message(); };
   EXPECT_NE(msg("").find("expected 'every DURATION'"), std::string::npos);

@@ -7,9 +7,12 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <thread>
+
+#include "continuum/common/time_util.h"
 
 namespace continuum::agent {
 namespace {
@@ -83,6 +86,48 @@ TEST_F(BackupSchedulerTest, RunNowReportsPointAndRunsForget) {
   std::getline(log, forget_line);
   EXPECT_EQ(backup_line, "--json backup path /etc --repo " + dir_ + " --password-file " + dir_ + "/pw");
   EXPECT_EQ(forget_line, "--json forget --repo " + dir_ + " --password-file " + dir_ + "/pw --keep-last 2 --prune");
+}
+
+TEST_F(BackupSchedulerTest, StateSurvivesARestartAndMissedRunsCatchUp) {
+  std::string exe = Script("ok.sh", "echo '{\"id\": \"p1\", \"kind\": \"full\"}'");
+  const std::string state = dir_ + "/backup-jobs.json";
+  {
+    BackupScheduler s({Job("j", "daily 03:00")}, {.exe = exe, .state_file = state}, events_.get());
+    s.Start();
+    ASSERT_TRUE(s.RunNow("j").ok());
+    ASSERT_TRUE(WaitFor([&] { return !s.List()[0]["last_result"].is_null(); }));
+    s.Stop();
+  }
+  {
+    // A restart keeps the last run and its result, and does not run again.
+    BackupScheduler s({Job("j", "daily 03:00")}, {.exe = exe, .state_file = state}, events_.get());
+    s.Start();
+    auto j = s.List()[0];
+    EXPECT_EQ(j["last_result"]["point"], "p1");
+    EXPECT_FALSE(j["last_run"].is_null());
+    EXPECT_FALSE(j["due"].get<bool>());
+    s.Stop();
+  }
+  // The state says the job was known and last ran two days ago: a daily time
+  // passed while the agent was down, so it runs once at start.
+  const int64_t two_days_ago = WallNowNs() - 2 * 86400 * 1'000'000'000LL;
+  std::ofstream(state) << "{\"version\": 1, \"jobs\": {\"j\": {\"known_since_ns\": " << two_days_ago
+                       << ", \"last_run_ns\": " << two_days_ago << "}}}";
+  BackupScheduler s({Job("j", "daily 03:00")}, {.exe = exe, .state_file = state}, events_.get());
+  s.Start();
+  ASSERT_TRUE(WaitFor([&] {
+    auto r = s.List()[0]["last_run"];
+    return r.is_string() && *ParseRfc3339(r.get<std::string>()) > two_days_ago;
+  }));
+  s.Stop();
+  auto kinds = Kinds();
+  EXPECT_NE(std::find(kinds.begin(), kinds.end(), "backup_job_catch_up"), kinds.end());
+  // A damaged state file is a warning, not a failure to start.
+  std::ofstream(state) << "{not json";
+  BackupScheduler s2({Job("j", "daily 03:00")}, {.exe = exe, .state_file = state}, events_.get());
+  s2.Start();
+  EXPECT_TRUE(s2.List()[0]["last_result"].is_null());
+  s2.Stop();
 }
 
 TEST_F(BackupSchedulerTest, FailureCarriesTheChildsMessage) {
