@@ -51,6 +51,7 @@ nlohmann::json TargetStatus::ToJson() const {
           {"effective_mode", effective_mode}, {"acked_seq", acked_seq}, {"last_seq", last_seq},
           {"lag_bytes", lag_bytes}, {"lag_seconds", lag_seconds}, {"rate", rate_bytes_per_s},
           {"resyncing", resyncing}, {"replica", replica},   {"last_error", last_error},
+          {"last_error_at", last_error_ns ? nlohmann::json(FormatRfc3339(last_error_ns)) : nlohmann::json(nullptr)},
           {"compress", compress},   {"bandwidth", bandwidth}, {"bytes_sent", bytes_sent},
           {"wire_bytes", wire_bytes}, {"peer_timeout_ms", peer_timeout_ms}, {"diff_sync", diff_sync}};
 }
@@ -118,7 +119,10 @@ void TargetSender::SetState(const std::string& state, const std::string& error) 
   {
     std::lock_guard lock(mu_);
     state_ = state;
-    if (!error.empty()) last_error_ = error;
+    if (!error.empty()) {
+      last_error_ = error;
+      last_error_ns_ = WallNowNs();
+    }
     connected_ = state == "streaming";
     if (!connected_) sync_now_ = false;
     cv_.notify_all();
@@ -166,9 +170,14 @@ void TargetSender::Run() {
   while (!stop_) {
     Status st = Session();
     if (stop_) break;
-    SetState("disconnected", st.ok() ? "" : st.message());
-    if (!reported && !st.ok()) {
-      Emit("target_disconnected", st.message() + "; writes are kept and will be sent when it is back");
+    std::string why = st.ok() ? "" : st.message();
+    {
+      std::lock_guard lock(mu_);
+      if (!target_error_.empty()) why = target_error_;  // the cause, not the broken connection after it
+    }
+    SetState("disconnected", why);
+    if (!reported && !why.empty()) {
+      Emit("target_disconnected", why + "; writes are kept and will be sent when it is back");
       reported = true;
     }
     std::unique_lock lock(mu_);
@@ -186,6 +195,7 @@ Status TargetSender::Session() {
     // While reconnecting, keep showing "disconnected" and why.
     std::lock_guard lock(mu_);
     if (state_ != "disconnected") state_ = "connecting";
+    target_error_.clear();
   }
   CONTINUUM_ASSIGN_OR_RETURN(auto raw_conn, net::Dial(opts_.address, opts_.tls));
   MonitoredConnection monitored(*raw_conn);  // heartbeats and the peer timeout (heartbeat.h)
@@ -452,6 +462,10 @@ void TargetSender::AckLoop(net::Connection* conn) {
     if (f->type == FrameType::kError) {
       std::string msg = j.ok() ? j->value("message", "") : "unknown error";
       Emit("target_error", msg);
+      {
+        std::lock_guard lock(mu_);
+        target_error_ = msg;
+      }
       SetState("disconnected", msg);
       conn->Shutdown();
       return;
@@ -526,6 +540,7 @@ TargetStatus TargetSender::GetStatus() const {
   s.resyncing = resync_active_ || seeding_;
   s.replica = replica_;
   s.last_error = last_error_;
+  s.last_error_ns = last_error_ns_;
   s.compress = CodecName(opts_.compress);
   s.bandwidth = opts_.bandwidth;
   s.bytes_sent = bytes_sent_;

@@ -138,9 +138,9 @@ def test_target_disk_full_then_grown_catches_up(sites):
     w = threading.Thread(target=write_loop, args=(dev, stop, acked, errors, 7))
     w.start()
     try:
-        # Fill the DR tmpfs: the target must report the full disk to the source. `volume targets`
-        # shows it as last_error, but a reconnect attempt may replace it with "connection ...
-        # shut down" within ~100 ms, so the source's target_error events count as well.
+        # Fill the DR tmpfs: the target must report the full disk to the source, as an event and
+        # as `volume targets` last_error (which keeps the target's own words, not the broken
+        # connection that follows them).
         deadline = time.time() + 120
         t = targets(src)
         while time.time() < deadline:
@@ -159,6 +159,7 @@ def test_target_disk_full_then_grown_catches_up(sites):
         assert len(acked) > n + 20, "primary stopped accepting writes when the target filled up"
         t = targets(src)
         assert t["acked_seq"] < t["last_seq"], t
+        assert is_full(t["last_error"]) and t["last_error_at"], t
         assert src.cli("volume", "status", "vol", json_out=True)["state"] == "up"
     finally:
         stop.set()

@@ -77,6 +77,7 @@ struct TargetStatus {
   bool resyncing = false;
   std::string replica;
   std::string last_error;
+  int64_t last_error_ns = 0;   // wall time of last_error; 0: none
   std::string compress;        // none, zstd, lz4
   uint64_t bandwidth = 0;      // configured limit in bytes/s, 0 = unlimited
   uint64_t bytes_sent = 0;     // record bytes shipped (before compression), this process
@@ -168,6 +169,10 @@ class TargetSender : public SyncMember {
   std::condition_variable cv_;          // acks, state changes, stop
   std::string state_ = "connecting";    // GUARDED_BY(mu_)
   std::string last_error_;              // GUARDED_BY(mu_)
+  int64_t last_error_ns_ = 0;           // GUARDED_BY(mu_)
+  // What the target said when it ended the current session (an Error frame:
+  // disk full, refused): the cause to show, not the broken pipe that follows.
+  std::string target_error_;            // GUARDED_BY(mu_)
   std::string replica_;                 // GUARDED_BY(mu_)
   bool connected_ = false;              // GUARDED_BY(mu_)
   bool sync_now_ = false;               // GUARDED_BY(mu_): waiting writers hold for acks
