@@ -4,9 +4,15 @@
   (a) plain : ext4 on losetup --direct-io=on over a sparse file (baseline)
   (b) cdp   : ext4 on a Continuum volume with the CDP undo journal
 
+With --replicate, also (issue 3):
+  (c) async : the CDP volume replicating async to a DR `continuum server` in another
+              network namespace over a veth pair (TLS), as bench/replication_bench.py sets up
+  (d) sync  : the same in sync mode (each fsync waits for the DR site)
+
 For each: mkfs.ext4, mount, initdb (as postgres), pg_ctl start on a private
 unix socket dir and a non-default port, pgbench -i -s SCALE, then TPC-B
-(pgbench -c 4 -j 2 -T DURATION). Target: cdp TPS >= 0.7x plain.
+(pgbench -c 4 -j 2 -T DURATION). Targets: cdp TPS >= 0.7x plain (issue 2);
+async >= 0.85x plain, sync >= 0.7x plain (issue 3).
 """
 import argparse
 import json
@@ -21,6 +27,7 @@ import benchlib as B  # noqa: E402
 
 PGBIN = "/usr/lib/postgresql/15/bin"
 TARGET = 0.7
+TARGETS = {"cdp": 0.7, "async": 0.85, "sync": 0.7}
 
 
 def as_pg(cmd, **kw):
@@ -114,6 +121,35 @@ def bench_cdp(work, args, size, binary, problems, rnd):
             os.unlink(img)
 
 
+def bench_replicated(work, args, size, binary, problems, rnd, mode):
+    """The CDP volume replicating to a DR server across a veth pair in `mode`."""
+    import replication_bench as R
+    sub = B.Cleanup()
+    img = os.path.join(work, f"{mode}.img")
+    try:
+        (B.make_filled if args.prefill else B.make_sparse)(img, size)
+        sites = R.Sites(binary, work, sub, tag=f"-pg-{mode}-r{rnd}", problems=problems)
+        dev = sites.agent.create_up(sub, "pg", img, args.size, ["--journal-size", args.journal_size])
+        sites.agent.cli("volume", "replicate", "pg", "--to", sites.to, "--mode", mode)
+        sub.push("unreplicate pg", lambda: sites.agent.cli("volume", "unreplicate", "pg", "--to", sites.to,
+                                                           check=False))
+        sites.wait_caught_up("pg", timeout=300)
+        r = pg_cycle(sub, dev, work, args, f"{mode}-r{rnd}")
+        # What was still in flight when pgbench ended: the RPO an outage then would have cost.
+        r["catchup_s"] = sites.wait_caught_up("pg", timeout=600)
+        t = sites.target("pg")
+        st = sites.agent.status("pg")
+        r.update({"wire_bytes": t["wire_bytes"], "target_state": t["state"],
+                  "journal_bytes": st.get("journal_bytes", 0), "bytes_written": st.get("bytes_written", 0),
+                  "rss": sites.agent.mem().get("rss", 0), "rss_hwm": sites.agent.mem().get("hwm", 0),
+                  "state": st.get("state")})
+        return r
+    finally:
+        sub.run_all()
+        if os.path.exists(img):
+            os.unlink(img)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--size", default="4G", help="device size (default 4G)")
@@ -129,6 +165,8 @@ def main():
                     help="alternate plain/cdp N times and report the median round (default 1)")
     ap.add_argument("--prefill", action="store_true",
                     help="fill both backing files with random data first (default: sparse files)")
+    ap.add_argument("--replicate", action="store_true",
+                    help="also run the CDP volume replicating async and sync to a DR server (issue 3)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
                     help="write results as JSON to FILE (or stdout with no FILE, instead of the table)")
     args = ap.parse_args()
@@ -139,20 +177,30 @@ def main():
         size = B.parse_size(args.size)
         work = B.make_run_dir(args.dir, cleanup, "pg-")
         problems = []
-        runs = {"plain": [], "cdp": []}
+        configs = ["plain", "cdp"] + (["async", "sync"] if args.replicate else [])
+        runs = {k: [] for k in configs}
         for rnd in range(1, args.rounds + 1):
             B.log(f"round {rnd}/{args.rounds}: (a) postgres on ext4 on a plain loop device")
             runs["plain"].append(bench_plain(work, args, size, rnd))
             B.log(f"round {rnd}/{args.rounds}: (b) postgres on ext4 on a continuum CDP volume")
             runs["cdp"].append(bench_cdp(work, args, size, binary, problems, rnd))
+            for mode in configs[2:]:
+                B.log(f"round {rnd}/{args.rounds}: ({'c' if mode == 'async' else 'd'}) the CDP volume "
+                      f"replicating {mode} to a DR server over veth")
+                runs[mode].append(bench_replicated(work, args, size, binary, problems, rnd, mode))
         # Median round by TPS for each config (all rounds are kept in the JSON).
-        plain, cdp = (sorted(runs[k], key=lambda r: r["tps"])[(args.rounds - 1) // 2] for k in ("plain", "cdp"))
-        cdp["rss_hwm"] = max(r["rss_hwm"] for r in runs["cdp"])
+        med = {k: sorted(runs[k], key=lambda r: r["tps"])[(args.rounds - 1) // 2] for k in configs}
+        plain, cdp = med["plain"], med["cdp"]
+        for k in configs[1:]:
+            med[k]["rss_hwm"] = max(r["rss_hwm"] for r in runs[k])
         ratio = cdp["tps"] / plain["tps"] if plain["tps"] else 0.0
+        ratios = {k: med[k]["tps"] / plain["tps"] if plain["tps"] else 0.0 for k in configs[1:]}
         pairs = [c["tps"] / p["tps"] if p["tps"] else 0.0 for p, c in zip(runs["plain"], runs["cdp"])]
         data = {"size": args.size, "scale": args.scale, "clients": args.clients, "threads": args.threads,
                 "time": args.time, "rounds": args.rounds, "plain": plain, "cdp": cdp, "ratio": ratio,
-                "target": TARGET, "round_ratios": pairs, "all_rounds": runs, "agent_problems": problems}
+                "target": TARGET, "round_ratios": pairs, "all_rounds": runs, "agent_problems": problems,
+                "ratios": ratios, "targets": {k: TARGETS[k] for k in configs[1:]},
+                **{k: med[k] for k in configs[2:]}}
         if args.json:
             text = json.dumps(data, indent=2)
             if args.json == "-":
@@ -161,13 +209,16 @@ def main():
             with open(args.json, "w") as f:
                 f.write(text + "\n")
         rows = []
-        for tag, r in (("plain loop", plain), ("continuum cdp", cdp)):
-            base = tag == "plain loop"
-            tps_all = [x["tps"] for x in runs["plain" if base else "cdp"]]
-            rows.append([tag, f"{r['tps']:.1f}", f"{min(tps_all):.0f}-{max(tps_all):.0f}" if args.rounds > 1 else "-", f"{r['latency_ms']:.2f}", r["transactions"], f"{r['init_s']:.1f}",
+        names = {"plain": "plain loop", "cdp": "continuum cdp", "async": "cdp + async to DR",
+                 "sync": "cdp + sync to DR"}
+        for k in configs:
+            r, base = med[k], k == "plain"
+            tps_all = [x["tps"] for x in runs[k]]
+            rows.append([names[k], f"{r['tps']:.1f}", f"{min(tps_all):.0f}-{max(tps_all):.0f}" if args.rounds > 1 else "-",
+                         f"{r['latency_ms']:.2f}", r["transactions"], f"{r['init_s']:.1f}",
                          f"{plain['init_s'] / r['init_s']:.2f}" if r["init_s"] else "",
-                         "1.00 (base)" if base else f"{ratio:.2f}", "" if base else f">= {TARGET}",
-                         "" if base else B.verdict(ratio, TARGET)])
+                         "1.00 (base)" if base else f"{ratios[k]:.2f}", "" if base else f">= {TARGETS[k]}",
+                         "" if base else B.verdict(ratios[k], TARGETS[k])])
         print(B.table(["config", "TPS", "min-max", "lat avg ms", "transactions", "init s", "init speed ratio",
                        "TPS ratio", "target", "verdict"], rows,
                       title=f"== pgbench: scale {args.scale}, -c {args.clients} -j {args.threads} -T {args.time}, "
@@ -175,6 +226,10 @@ def main():
                             f"median of {args.rounds} round(s) =="))
         if args.rounds > 1:
             print(f"\nper-round TPS ratios (cdp/plain of the same round): {', '.join(f'{x:.2f}' for x in pairs)}")
+        for k in configs[2:]:
+            r = med[k]
+            print(f"\n{k}: caught up {r['catchup_s']:.2f} s after pgbench ended, {B.mib(r['wire_bytes'])} on the wire, "
+                  f"target {r['target_state']}")
         print(f"\ncdp volume after run: journal {B.mib(cdp['journal_bytes'])}, "
               f"{B.mib(cdp['bytes_written'])} written, state {cdp['state']}, "
               f"agent RSS {B.mib(cdp['rss'])} (VmHWM {B.mib(cdp['rss_hwm'])})")

@@ -356,7 +356,16 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     bool last_was_resync = false;
     std::optional<nlohmann::json> begin;  // a window opened in this batch
     std::vector<InFlight> shipped;
+    // Only admitted writes: the write log holds a record a moment before the
+    // volume admits it (its data enters the ring then). Reading ahead of that
+    // found no ring data and resynced the range from the mirror, a window
+    // that was not crash-consistent, several times a second under load.
+    const uint64_t admitted = volume_->LastSeq();
     while (batch.size() < kBatchBytes && count < kBatchRecords) {
+      if ((*reader)->last_seq() >= admitted) {
+        dry = true;
+        break;
+      }
       CONTINUUM_ASSIGN_OR_RETURN(auto rec, (*reader)->Next());
       if (!rec) {
         dry = true;

@@ -215,3 +215,24 @@ def test_replica_cannot_be_brought_up_for_writes(sites):
     wait_caught_up(src)
     r = dr.cli("volume", "up", "prod1.vol", check=False)
     assert r.returncode == 1 and "is a replica" in r.stderr
+
+
+def test_async_stream_under_load_opens_no_resync_window(sites):
+    """Only the initial sync may be a resync: a sender that read a write-log
+    record before the volume admitted it found no data in the write cache and
+    resynced the range from the mirror (a window whose points are not
+    crash-consistent), several times a second under load."""
+    net, src, dr, _ = sites
+    start(dr, server=True)
+    start(src)
+    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
+    dev = src.cli("volume", "up", "vol").stdout.strip()
+    src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700", "--mode", "async")
+    wait_caught_up(src)
+    run(["fio", "--name=load", f"--filename={dev}", "--rw=randwrite", "--bs=8k", "--iodepth=8",
+         "--ioengine=libaio", "--direct=1", "--fsync=4", "--numjobs=2", "--time_based", "--runtime=8",
+         f"--size={SIZE}", "--randrepeat=0", "--group_reporting"], timeout=120)
+    wait_caught_up(src, timeout=120)
+    kinds = [e["kind"] for e in src.cli("events", "--volume", "vol", json_out=True)]
+    assert kinds.count("resync_started") == 1, [k for k in kinds if k.startswith("resync")]
+    assert replica_image(dr) == read_dev(dev), "replica differs from the primary"
