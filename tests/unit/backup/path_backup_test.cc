@@ -153,12 +153,16 @@ void ExpectSameTree(const fs::path& a, const fs::path& b) {
       EXPECT_EQ(sa.st_size, sb.st_size) << rel;
       EXPECT_EQ(ReadFile(it->path()), ReadFile(b / rel)) << rel;
     }
-    if (S_ISLNK(sa.st_mode)) EXPECT_EQ(fs::read_symlink(it->path()), fs::read_symlink(b / rel)) << rel;
+    if (S_ISLNK(sa.st_mode)) {
+      EXPECT_EQ(fs::read_symlink(it->path()), fs::read_symlink(b / rel)) << rel;
+    }
     char va[64] = {}, vb[64] = {};
     ssize_t la = ::lgetxattr(it->path().c_str(), "user.note", va, sizeof(va));
     ssize_t lb = ::lgetxattr((b / rel).c_str(), "user.note", vb, sizeof(vb));
     EXPECT_EQ(la, lb) << rel;
-    if (la > 0) EXPECT_EQ(std::string(va, la), std::string(vb, lb)) << rel;
+    if (la > 0) {
+      EXPECT_EQ(std::string(va, la), std::string(vb, lb)) << rel;
+    }
     ++n;
   }
   size_t m = 0;
