@@ -196,10 +196,10 @@ void RegisterRoutes(api::Router* r, VolumeManager* m, EventLog* events, Replicat
     if (!writable.ok()) return ErrorResponse(writable.status());
     if (!with_client.ok()) return ErrorResponse(with_client.status());
     if (at->empty()) return ErrorResponse(InvalidArgument("--at POINT is required"));
-    if (*with_client && req.peer.pid <= 0) {
-      return ErrorResponse(FailedPrecondition("close_with_client: the client's process is not known"));
-    }
-    return Reply(m->OpenView(req.path_params.at("name"), *at, *writable, *with_client ? req.peer.pid : 0), 201);
+    // A client whose pid this agent cannot see (another pid namespace) gets an
+    // ordinary view: it must close it itself, as before.
+    const pid_t owner = *with_client && req.peer.pid > 0 ? req.peer.pid : 0;
+    return Reply(m->OpenView(req.path_params.at("name"), *at, *writable, owner), 201);
   });
   r->Get("/v1/views", [m](const Request&) { return JsonResponse(m->ListViews()); });
   r->Post("/v1/views/close", [m](const Request& req) -> Response {

@@ -262,9 +262,11 @@ Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const st
   v->point = point;
   v->writable = writable;
   if (owner_pid > 0) {
-    v->owner_pid = owner_pid;
-    v->owner_start = ProcessStartTime(owner_pid);
-    if (v->owner_start == 0) return FailedPrecondition("process " + std::to_string(owner_pid) + " is gone");
+    // Not visible in this agent's /proc (another pid namespace): no owner.
+    if (uint64_t start = ProcessStartTime(owner_pid); start != 0) {
+      v->owner_pid = owner_pid;
+      v->owner_start = start;
+    }
   }
   if (writable) v->overlay = opts_.state_dir + "/views/" + id + ".overlay";
   CONTINUUM_ASSIGN_OR_RETURN(v->view, vol->OpenView(point, v->overlay));
@@ -281,7 +283,7 @@ Result<nlohmann::json> VolumeManager::OpenView(const std::string& name, const st
   v->device = v->loop->path();
   nlohmann::json j{{"id", id}, {"volume", name}, {"device", v->device}, {"writable", writable},
                    {"point", PointJson(point)}};
-  if (owner_pid > 0) j["owner_pid"] = owner_pid;
+  if (v->owner_pid > 0) j["owner_pid"] = v->owner_pid;
   events_->Add(name, "view_opened", v->device + " at seq:" + std::to_string(point.seq) + (writable ? " (writable)" : ""));
   std::lock_guard lock(mu_);
   views_[id] = std::move(v);
