@@ -118,7 +118,8 @@ void BackupScheduler::LoadState() {
 }
 
 void BackupScheduler::SaveState() {
-  if (opts_.state_file.empty()) return;
+  // An agent without jobs writes nothing (a file left by earlier jobs stays).
+  if (opts_.state_file.empty() || jobs_.empty()) return;
   nlohmann::json jobs = nlohmann::json::object();
   for (const auto& js : jobs_) {
     jobs[js->job.name] = {{"schedule", js->job.schedule.text},

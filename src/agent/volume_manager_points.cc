@@ -220,27 +220,31 @@ uint64_t ProcessStartTime(pid_t pid) {
 }
 
 void VolumeManager::CloseOrphanedViews() {
-  std::vector<std::string> orphans;
+  struct Owned {
+    std::string id, volume, device;
+    pid_t pid;
+    uint64_t start;
+  };
+  std::vector<Owned> owned;
   {
     std::lock_guard lock(mu_);
     for (const auto& [id, v] : views_) {
-      if (v->owner_pid > 0 && ProcessStartTime(v->owner_pid) != v->owner_start) orphans.push_back(id);
+      if (v->owner_pid > 0) owned.push_back({id, v->volume, v->device, v->owner_pid, v->owner_start});
     }
   }
-  for (const auto& id : orphans) {
-    std::string volume, device;
-    {
-      std::lock_guard lock(mu_);
-      auto it = views_.find(id);
-      if (it == views_.end()) continue;
-      volume = it->second->volume;
-      device = it->second->device;
-    }
-    Status st = CloseView(id);
+  for (const auto& o : owned) {
+    if (ProcessStartTime(o.pid) == o.start) continue;  // still running
+    Status st = CloseView(o.id);
     if (st.ok()) {
-      events_->Add(volume, "view_owner_gone", device + ": the process that opened it ended; closed");
+      events_->Add(o.volume, "view_owner_gone", o.device + ": the process that opened it ended; closed");
     } else if (st.code() != StatusCode::kNotFound) {
-      events_->Add(volume, "view_owner_gone", device + ": the process that opened it ended; not closed: " + st.message());
+      // Busy (mounted by hand): it stays, said once; the operator closes it.
+      {
+        std::lock_guard lock(mu_);
+        if (auto it = views_.find(o.id); it != views_.end()) it->second->owner_pid = 0;
+      }
+      events_->Add(o.volume, "view_owner_gone",
+                   o.device + ": the process that opened it ended; not closed: " + st.message());
     }
   }
 }

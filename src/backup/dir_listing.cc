@@ -59,6 +59,19 @@ class Writer {
     Head(kBytes, b.size());
     out_.insert(out_.end(), b.begin(), b.end());
   }
+  // A map entry: its key, then its value.
+  void Uint(std::string_view key, uint64_t v) {
+    Text(key);
+    Uint(v);
+  }
+  void Int(std::string_view key, int64_t v) {
+    Text(key);
+    Int(v);
+  }
+  void Text(std::string_view key, std::string_view v) {
+    Text(key);
+    Text(v);
+  }
 
  private:
   void Be(uint64_t v, int bytes) {
@@ -182,42 +195,20 @@ void EncodeEntry(const DirEntry& e, Writer& w) {
     w.Head(kArray, e.chunks.size());
     for (int64_t c : e.chunks) w.Int(c);
   }
-  w.Text("ct");
-  w.Int(e.ctime_ns);
-  if (dir) {
-    w.Text("d");
-    w.Int(e.subtree);
-  }
-  w.Text("g");
-  w.Uint(e.gid);
-  if (e.hardlink_group) {
-    w.Text("h");
-    w.Uint(e.hardlink_group);
-  }
-  w.Text("i");
-  w.Uint(e.inode);
-  w.Text("l");
-  w.Uint(e.nlink);
-  if (link) {
-    w.Text("lt");
-    w.Text(e.link_target);
-  }
-  w.Text("m");
-  w.Uint(e.mode);
-  w.Text("mt");
-  w.Int(e.mtime_ns);
-  w.Text("n");
-  w.Text(e.name);
-  if (e.rdev) {
-    w.Text("r");
-    w.Uint(e.rdev);
-  }
-  w.Text("s");
-  w.Uint(e.size);
-  w.Text("t");
-  w.Text(kTypeNames[static_cast<int>(e.type)]);
-  w.Text("u");
-  w.Uint(e.uid);
+  w.Int("ct", e.ctime_ns);
+  if (dir) w.Int("d", e.subtree);
+  w.Uint("g", e.gid);
+  if (e.hardlink_group) w.Uint("h", e.hardlink_group);
+  w.Uint("i", e.inode);
+  w.Uint("l", e.nlink);
+  if (link) w.Text("lt", e.link_target);
+  w.Uint("m", e.mode);
+  w.Int("mt", e.mtime_ns);
+  w.Text("n", e.name);
+  if (e.rdev) w.Uint("r", e.rdev);
+  w.Uint("s", e.size);
+  w.Text("t", kTypeNames[static_cast<int>(e.type)]);
+  w.Uint("u", e.uid);
   if (!e.xattrs.empty()) {
     w.Text("x");
     w.Head(kMap, e.xattrs.size());
@@ -332,8 +323,7 @@ std::vector<uint8_t> EncodeDirListing(const std::vector<DirEntry>& entries) {
   w.Text("e");
   w.Head(kArray, entries.size());
   for (const auto& e : entries) EncodeEntry(e, w);
-  w.Text("v");
-  w.Uint(1);
+  w.Uint("v", 1);
   return out;
 }
 

@@ -257,13 +257,13 @@ Result<std::vector<uint8_t>> LocalBackend::ReadAt(FileKind kind, const std::stri
                                                   uint64_t length) {
   std::string path = Describe(kind, name);
   if (length > (1ull << 32)) return InvalidArgument("read " + path + ": length " + std::to_string(length) + " too large");
-  std::vector<uint8_t> out(length);
+  std::shared_ptr<io::File> f;
   if (kind == FileKind::kPack) {
-    CONTINUUM_ASSIGN_OR_RETURN(auto f, OpenPack(name));
-    CONTINUUM_RETURN_IF_ERROR(f->PRead(offset, out));
-    return out;
+    CONTINUUM_ASSIGN_OR_RETURN(f, OpenPack(name));
+  } else {
+    CONTINUUM_ASSIGN_OR_RETURN(f, io::File::Open(path, O_RDONLY));
   }
-  CONTINUUM_ASSIGN_OR_RETURN(auto f, io::File::Open(path, O_RDONLY));
+  std::vector<uint8_t> out(length);
   CONTINUUM_RETURN_IF_ERROR(f->PRead(offset, out));
   return out;
 }
