@@ -3,7 +3,8 @@
 
 Two datasets, each backed up by all three tools into their own repository with compression
 and encryption on, measurements interleaved in one run: first backup, unchanged re-run, re-run
-after 5% of the data changed, restore; repository size and peak RSS (wait4 rusage).
+after 5% of the data changed, restore (until durable: each tool's restore is followed by a
+sync that is timed too; median of interleaved rounds); repository size and peak RSS (wait4 rusage).
 Standard library only; run as root with /usr/bin/python3."""
 import argparse
 import json
@@ -190,14 +191,31 @@ def bench_dataset(args, run_dir, kind, src, binary, drop, change_fn):
     for t in TOOLS:
         res[t]["repo"] = tools[t].size()
 
-    def restore(t):
-        target = os.path.join(run_dir, f"restore-{kind}-{t.name}")
-        try:
-            return t.restore(kind, target)
-        finally:
-            shutil.rmtree(target, ignore_errors=True)
-
-    step("restore", restore)
+    # Restore is timed until the data is durable: Continuum's restore syncs
+    # before it returns, restic and borg leave gigabytes in the page cache, so
+    # each tool's command is followed by a sync that counts too. The time the
+    # command alone took is reported as well. Several interleaved rounds, the
+    # median of each tool: restore times on a shared host vary by a quarter.
+    rounds = {t: [] for t in TOOLS}
+    for i in range(args.restore_rounds):
+        for t in order:
+            drop_caches(drop)
+            target = os.path.join(run_dir, f"restore-{kind}-{t}")
+            try:
+                secs, rss, cpu = tools[t].restore(kind, target)
+                start = time.monotonic()
+                os.sync()
+                synced = time.monotonic() - start
+            finally:
+                shutil.rmtree(target, ignore_errors=True)
+            rounds[t].append((secs + synced, secs, cpu))
+            res[t]["rss"] = max(res[t].get("rss", 0), rss)
+            log(f"{kind} restore {t} (round {i + 1}): {secs:.2f} s + sync {synced:.2f} s, {cpu:.2f} CPU s, "
+                f"peak RSS {rss / MiB:.0f} MiB")
+        order = order[1:] + order[:1]
+    for t in TOOLS:
+        durable, returned, cpu = sorted(rounds[t])[len(rounds[t]) // 2]
+        res[t]["restore"], res[t]["restore returned"], res[t]["restore cpu"] = durable, returned, cpu
     return data_bytes, res
 
 
@@ -207,6 +225,8 @@ def report(kind, data_bytes, res):
     rows = []
     for label in ("first", "unchanged", "changed", "restore"):
         rows.append([f"{label} (s)", f"{c[label]:.2f}", f"{r[label]:.2f}", f"{b[label]:.2f}"])
+    k = "restore returned"
+    rows.append(["restore, no sync (s)", f"{c[k]:.2f}", f"{r[k]:.2f}", f"{b[k]:.2f}"])
     # CPU seconds (user+sys) vary far less than wall time on a shared host.
     for label in ("first", "restore"):
         k = label + " cpu"
@@ -227,7 +247,8 @@ def report(kind, data_bytes, res):
          c["unchanged"] / r["unchanged"] <= 0.5),
         ("5% changed time vs restic (info)", c["changed"] / r["changed"], "-", None),
         ("repository size vs smaller peer", c["repo"] / smaller, "<= 1.05", c["repo"] / smaller <= 1.05),
-        ("restore speed vs restic", r["restore"] / c["restore"], ">= 2.0", r["restore"] / c["restore"] >= 2.0),
+        ("restore speed vs restic (durable)", r["restore"] / c["restore"], ">= 2.0", r["restore"] / c["restore"] >= 2.0),
+        ("restore speed vs restic (no sync, info)", r["restore returned"] / c["restore returned"], "-", None),
         ("peak RSS vs restic", c["rss"] / r["rss"], "<= 1.0", c["rss"] <= r["rss"]),
     ]
     out.append(table(["target", "ratio", "goal", "verdict"],
@@ -244,6 +265,7 @@ def main():
     ap.add_argument("--tree-size", help="bytes of /usr to copy (default 2G, --quick 512M)")
     ap.add_argument("--image-size", help="image size (default 4G, --quick 1G); about 40%% is filled")
     ap.add_argument("--only", choices=("tree", "image"))
+    ap.add_argument("--restore-rounds", type=int, default=3, help="interleaved restore rounds; the median counts")
     ap.add_argument("--no-drop-caches", action="store_true", help="keep the page cache between measurements")
     ap.add_argument("--json", nargs="?", const="-", help="also write JSON to FILE (no FILE: JSON on stdout)")
     args = ap.parse_args()

@@ -64,23 +64,50 @@ Result<PackEntry> BlobCodec::EncodeAppend(BlobType type, const BlobId& id, std::
   return e;
 }
 
+namespace {
+
+// The first n bytes of `buf`, grown when too small: a buffer reused across
+// blobs costs its zero fill once, not per blob.
+std::span<uint8_t> Reuse(std::vector<uint8_t>& buf, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  return {buf.data(), n};
+}
+
+}  // namespace
+
 Result<std::vector<uint8_t>> BlobCodec::Decode(const PackEntry& entry, std::span<const uint8_t> stored,
                                                const std::string& where) {
+  CONTINUUM_ASSIGN_OR_RETURN(std::span<const uint8_t> plain, DecodeView(entry, stored, where));
+  std::vector<uint8_t> out(plain.begin(), plain.end());
+  // One-off callers (Repository::Get) should not keep a large blob's buffers.
+  constexpr size_t kKeepBytes = 8u << 20;
+  if (raw_.capacity() > kKeepBytes) std::vector<uint8_t>().swap(raw_);
+  if (sealed_plain_.capacity() > kKeepBytes) std::vector<uint8_t>().swap(sealed_plain_);
+  return out;
+}
+
+Result<std::span<const uint8_t>> BlobCodec::DecodeView(const PackEntry& entry, std::span<const uint8_t> stored,
+                                                       const std::string& where) {
   auto aad = PackFormat::BlobAad(entry.type, entry.id);
-  std::string what = "blob " + entry.id.Hex() + " in " + where;
-  CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> plain, crypto_->Open(aad, stored, what));
+  if (stored.size() < kSealOverhead) {
+    return DataLoss("blob " + entry.id.Hex() + " in " + where + ": sealed object shorter than nonce and tag");
+  }
+  auto what = [&] { return "blob " + entry.id.Hex() + " in " + where; };
+  std::span<uint8_t> opened = Reuse(sealed_plain_, stored.size() - kSealOverhead);
+  CONTINUUM_RETURN_IF_ERROR(crypto_->OpenTo(aad, stored, what(), opened));
+  std::span<const uint8_t> plain = opened;
   if (entry.compression == 1) {
     if (!ctx_->dctx) return Internal("zstd: cannot create a decompression context");
     // raw_len comes from an authenticated header but is still bounded by the
     // format's blob limit (checked when the entry was decoded).
-    std::vector<uint8_t> raw(entry.raw_len);
-    size_t n = ZSTD_decompressDCtx(ctx_->dctx, raw.data(), raw.size(), plain.data(), plain.size());
-    if (ZSTD_isError(n) || n != entry.raw_len) return DataLoss(what + ": zstd frame does not decode to its length");
-    plain = std::move(raw);
+    std::span<uint8_t> raw = Reuse(raw_, entry.raw_len);
+    size_t n = ZSTD_decompressDCtx(ctx_->dctx, raw.data(), raw.size(), opened.data(), opened.size());
+    if (ZSTD_isError(n) || n != entry.raw_len) return DataLoss(what() + ": zstd frame does not decode to its length");
+    plain = raw;
   } else if (plain.size() != entry.raw_len) {
-    return DataLoss(what + ": length " + std::to_string(plain.size()) + " differs from the index");
+    return DataLoss(what() + ": length " + std::to_string(plain.size()) + " differs from the index");
   }
-  if (crypto_->Id(entry.type, plain) != entry.id) return DataLoss(what + ": content does not match its id");
+  if (crypto_->Id(entry.type, plain) != entry.id) return DataLoss(what() + ": content does not match its id");
   return plain;
 }
 

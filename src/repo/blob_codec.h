@@ -28,6 +28,10 @@ class BlobCodec {
   // Decrypts, decompresses and checks the id. Errors are kDataLoss naming `where`.
   Result<std::vector<uint8_t>> Decode(const PackEntry& entry, std::span<const uint8_t> stored,
                                       const std::string& where);
+  // Decode into buffers this codec keeps and reuses: no allocation, page fault
+  // or zero fill per blob. The span is valid until the next call.
+  Result<std::span<const uint8_t>> DecodeView(const PackEntry& entry, std::span<const uint8_t> stored,
+                                              const std::string& where);
 
  private:
   Crypto* crypto_;
@@ -35,6 +39,8 @@ class BlobCodec {
   struct Contexts;
   std::unique_ptr<Contexts> ctx_;
   std::vector<uint8_t> scratch_;  // compression output, reused
+  std::vector<uint8_t> sealed_plain_;  // DecodeView: decrypted (still compressed) blob
+  std::vector<uint8_t> raw_;           // DecodeView: decompressed blob
 };
 
 }  // namespace continuum::repo

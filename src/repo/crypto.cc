@@ -46,17 +46,18 @@ Status GcmSeal(EVP_CIPHER_CTX* ctx, const uint8_t* key, std::span<const uint8_t>
   return Status::Ok();
 }
 
-Result<std::vector<uint8_t>> GcmOpen(EVP_CIPHER_CTX* ctx, const uint8_t* key, std::span<const uint8_t> aad,
-                                     std::span<const uint8_t> sealed) {
+// Decrypts into `out`, which must hold exactly the plaintext (sealed minus overhead).
+Status GcmOpenTo(EVP_CIPHER_CTX* ctx, const uint8_t* key, std::span<const uint8_t> aad,
+                 std::span<const uint8_t> sealed, std::span<uint8_t> out) {
   if (sealed.size() < kSealOverhead) return DataLoss("sealed object shorter than nonce and tag");
   if (sealed.size() > (1u << 30) + kSealOverhead) return DataLoss("sealed object larger than 1 GiB");
   const uint8_t* nonce = sealed.data();
   size_t ct_len = sealed.size() - kSealOverhead;
+  if (out.size() != ct_len) return Internal("decrypt: output buffer does not match the sealed length");
   const uint8_t* ct = nonce + kNonceBytes;
   // The tag is copied because EVP_CTRL_GCM_SET_TAG takes a non-const pointer.
   uint8_t tag[kTagBytes];
   std::memcpy(tag, ct + ct_len, kTagBytes);
-  std::vector<uint8_t> out(ct_len);
   int len = 0;
   bool ok = EVP_DecryptInit_ex(ctx, key ? EVP_aes_256_gcm() : nullptr, nullptr, key, nonce) == 1 &&
             (aad.empty() || EVP_DecryptUpdate(ctx, nullptr, &len, aad.data(), static_cast<int>(aad.size())) == 1) &&
@@ -64,6 +65,13 @@ Result<std::vector<uint8_t>> GcmOpen(EVP_CIPHER_CTX* ctx, const uint8_t* key, st
             EVP_CIPHER_CTX_ctrl(ctx, EVP_CTRL_GCM_SET_TAG, kTagBytes, tag) == 1 &&
             EVP_DecryptFinal_ex(ctx, out.data() + len, &len) == 1;
   if (!ok) return DataLoss("authentication failed (damaged data or wrong key)");
+  return Status::Ok();
+}
+
+Result<std::vector<uint8_t>> GcmOpen(EVP_CIPHER_CTX* ctx, const uint8_t* key, std::span<const uint8_t> aad,
+                                     std::span<const uint8_t> sealed) {
+  std::vector<uint8_t> out(sealed.size() >= kSealOverhead ? sealed.size() - kSealOverhead : 0);
+  CONTINUUM_RETURN_IF_ERROR(GcmOpenTo(ctx, key, aad, sealed, out));
   return out;
 }
 
@@ -165,6 +173,12 @@ Result<std::vector<uint8_t>> Crypto::Open(std::span<const uint8_t> aad, std::spa
   auto r = GcmOpen(ctx_->dec.get(), nullptr, aad, sealed);
   if (!r.ok()) return r.status().WithContext(what);
   return r;
+}
+
+Status Crypto::OpenTo(std::span<const uint8_t> aad, std::span<const uint8_t> sealed, const std::string& what,
+                      std::span<uint8_t> out) {
+  Status st = GcmOpenTo(ctx_->dec.get(), nullptr, aad, sealed, out);
+  return st.ok() ? st : st.WithContext(what);
 }
 
 Result<std::vector<uint8_t>> SealWithKey(std::span<const uint8_t> key, std::span<const uint8_t> aad,

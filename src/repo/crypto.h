@@ -51,6 +51,10 @@ class Crypto {
   // message ("blob <id> in pack <name>").
   Result<std::vector<uint8_t>> Open(std::span<const uint8_t> aad, std::span<const uint8_t> sealed,
                                     const std::string& what);
+  // Open into `out`, which holds exactly sealed.size() - kSealOverhead bytes
+  // (callers that reuse one buffer per thread).
+  Status OpenTo(std::span<const uint8_t> aad, std::span<const uint8_t> sealed, const std::string& what,
+                std::span<uint8_t> out);
 
   const MasterKey& key() const { return key_; }
 

@@ -255,17 +255,22 @@ Result<std::vector<uint8_t>> LocalBackend::Read(FileKind kind, const std::string
 
 Result<std::vector<uint8_t>> LocalBackend::ReadAt(FileKind kind, const std::string& name, uint64_t offset,
                                                   uint64_t length) {
-  std::string path = Describe(kind, name);
-  if (length > (1ull << 32)) return InvalidArgument("read " + path + ": length " + std::to_string(length) + " too large");
+  if (length > (1ull << 32)) {
+    return InvalidArgument("read " + Describe(kind, name) + ": length " + std::to_string(length) + " too large");
+  }
+  std::vector<uint8_t> out(length);
+  CONTINUUM_RETURN_IF_ERROR(ReadInto(kind, name, offset, out));
+  return out;
+}
+
+Status LocalBackend::ReadInto(FileKind kind, const std::string& name, uint64_t offset, std::span<uint8_t> out) {
   std::shared_ptr<io::File> f;
   if (kind == FileKind::kPack) {
     CONTINUUM_ASSIGN_OR_RETURN(f, OpenPack(name));
   } else {
-    CONTINUUM_ASSIGN_OR_RETURN(f, io::File::Open(path, O_RDONLY));
+    CONTINUUM_ASSIGN_OR_RETURN(f, io::File::Open(Describe(kind, name), O_RDONLY));
   }
-  std::vector<uint8_t> out(length);
-  CONTINUUM_RETURN_IF_ERROR(f->PRead(offset, out));
-  return out;
+  return f->PRead(offset, out);
 }
 
 void LocalBackend::ForgetPack(const std::string& name) {

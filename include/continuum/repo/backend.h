@@ -1,5 +1,6 @@
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -51,6 +52,13 @@ class Backend {
   // Exactly `length` bytes at `offset`; kDataLoss if the file is shorter.
   virtual Result<std::vector<uint8_t>> ReadAt(FileKind kind, const std::string& name, uint64_t offset,
                                               uint64_t length) = 0;
+  // ReadAt into the caller's buffer (out.size() bytes): readers that reuse one
+  // buffer per thread.
+  virtual Status ReadInto(FileKind kind, const std::string& name, uint64_t offset, std::span<uint8_t> out) {
+    CONTINUUM_ASSIGN_OR_RETURN(auto data, ReadAt(kind, name, offset, out.size()));
+    std::copy(data.begin(), data.end(), out.begin());
+    return Status::Ok();
+  }
   virtual Result<uint64_t> Size(FileKind kind, const std::string& name) = 0;
   // Names of well-formed files of a kind, sorted; temporary and foreign files are skipped.
   virtual Result<std::vector<std::string>> List(FileKind kind) = 0;

@@ -28,6 +28,7 @@ class LocalBackend : public Backend {
   Result<std::vector<uint8_t>> Read(FileKind kind, const std::string& name, uint64_t max_bytes) override;
   Result<std::vector<uint8_t>> ReadAt(FileKind kind, const std::string& name, uint64_t offset,
                                       uint64_t length) override;
+  Status ReadInto(FileKind kind, const std::string& name, uint64_t offset, std::span<uint8_t> out) override;
   Result<uint64_t> Size(FileKind kind, const std::string& name) override;
   Result<std::vector<std::string>> List(FileKind kind) override;
   Status Remove(FileKind kind, const std::string& name) override;
