@@ -177,7 +177,7 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
         }
         CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
         if (recs.empty()) break;
-        for (auto& r : recs) CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicated(r.header, std::move(r.data)));
+        CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicatedBatch(recs));
         // Durable before acknowledged: the source may free what we ack.
         CONTINUUM_RETURN_IF_ERROR(vol->Flush());
         CONTINUUM_RETURN_IF_ERROR(

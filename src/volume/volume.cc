@@ -318,6 +318,15 @@ Result<uint64_t> Volume::Commit(Op op) {
     before.Resize(op.length);
     CONTINUUM_RETURN_IF_ERROR(ReadMirror(op.offset, before.span()));
   }
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Admit(op, before));
+  if (seq == 0) return LastSeq();  // a replica's resend: already admitted
+  Status st = ApplyToMirror(op);
+  Complete(seq);
+  if (!st.ok()) return Fail(st);
+  return seq;
+}
+
+Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before) {
   uint64_t seq;
   int64_t ts;
   {
@@ -330,7 +339,7 @@ Result<uint64_t> Volume::Commit(Op op) {
       if (op.given_seq != 0) {
         // A replica takes the source's seq and time: points mean the same on
         // both sides whatever the clocks of the two hosts say.
-        if (op.given_seq <= last_seq_) return last_seq_;
+        if (op.given_seq <= last_seq_) return uint64_t{0};
         seq = op.given_seq;
         ts = std::max(op.given_ts, last_ts_ns_);
       } else {
@@ -418,9 +427,6 @@ Result<uint64_t> Volume::Commit(Op op) {
     }
     admitted_cv_.notify_all();
   }
-  Status st = ApplyToMirror(op);
-  Complete(seq);
-  if (!st.ok()) return Fail(st);
   return seq;
 }
 
@@ -653,7 +659,7 @@ Result<uint64_t> Volume::ReadCurrent(uint64_t offset, std::span<uint8_t> out) {
   return seq;
 }
 
-Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data) {
+Result<Volume::Op> Volume::ReplicatedOp(const journal::RecordHeader& h, std::vector<uint8_t> data) const {
   auto kind = static_cast<journal::WriteKind>(h.kind);
   if (kind != journal::WriteKind::kWrite && kind != journal::WriteKind::kZero &&
       kind != journal::WriteKind::kBookmark) {
@@ -674,7 +680,93 @@ Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8
   } else if (kind == journal::WriteKind::kBookmark) {
     op.label = std::move(data);
   }
+  return op;
+}
+
+Status Volume::AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data) {
+  CONTINUUM_ASSIGN_OR_RETURN(Op op, ReplicatedOp(h, std::move(data)));
   return Commit(std::move(op)).status();
+}
+
+namespace {
+
+// Replicated data writes are admitted in groups: consecutive writes to
+// disjoint ranges, up to this many or this many bytes; larger writes go alone.
+constexpr size_t kGroupWrites = 64;
+constexpr uint64_t kGroupBytes = 16ull << 20;
+constexpr uint64_t kGroupedWriteMax = 1ull << 20;
+constexpr size_t kApplyThreads = 8;
+
+}  // namespace
+
+Status Volume::AdmitReplicatedBatch(std::vector<journal::RecordWithData>& records) {
+  auto groupable = [&](const journal::RecordWithData& r) {
+    return static_cast<journal::WriteKind>(r.header.kind) == journal::WriteKind::kWrite &&
+           r.header.length <= kGroupedWriteMax;
+  };
+  for (size_t i = 0; i < records.size();) {
+    if (!groupable(records[i])) {
+      CONTINUUM_RETURN_IF_ERROR(AdmitReplicated(records[i].header, std::move(records[i].data)));
+      ++i;
+      continue;
+    }
+    std::vector<Op> group;
+    uint64_t bytes = 0;
+    for (; i < records.size() && group.size() < kGroupWrites && groupable(records[i]); ++i) {
+      const journal::RecordHeader& h = records[i].header;
+      const bool overlaps = std::any_of(group.begin(), group.end(), [&](const Op& o) {
+        return o.offset < h.offset + h.length && h.offset < o.offset + o.length;
+      });
+      if (overlaps || (!group.empty() && bytes + h.length > kGroupBytes)) break;
+      CONTINUUM_ASSIGN_OR_RETURN(Op op, ReplicatedOp(h, std::move(records[i].data)));
+      bytes += op.length;
+      group.push_back(std::move(op));
+    }
+    CONTINUUM_RETURN_IF_ERROR(CommitGroup(group));
+  }
+  return Status::Ok();
+}
+
+Status Volume::CommitGroup(std::vector<Op>& group) {
+  // The pipeline of Commit, one stage at a time for the whole group: the
+  // synchronous reads of before-images and writes of the mirror overlap
+  // across the group, and its writers share one sync of the undo journal
+  // (ApplyToMirror). The ranges are disjoint, so the order of the mirror
+  // writes does not matter; admission (seq, undo journal, write log) stays in
+  // seq order.
+  if (!apply_pool_) apply_pool_ = std::make_unique<TaskPool>(kApplyThreads - 1);
+  const size_t n = group.size();
+  std::vector<RangeLock> ranges;
+  ranges.reserve(n);
+  for (const Op& op : group) ranges.push_back(LockRange(op.offset, op.offset + op.length));
+  std::vector<io::AlignedBuffer> before(n);
+  std::vector<Status> st(n);
+  if (cdp_) {
+    apply_pool_->Run(n, [&](size_t k) {
+      before[k].Resize(group[k].length);
+      st[k] = ReadMirror(group[k].offset, before[k].span());
+    });
+    for (const Status& s : st) CONTINUUM_RETURN_IF_ERROR(s);
+  }
+  std::vector<uint64_t> seqs(n, 0);
+  Status admit_error;
+  for (size_t k = 0; k < n; ++k) {
+    auto seq = Admit(group[k], before[k]);
+    if (!seq.ok()) {
+      admit_error = seq.status();  // the ones admitted before it are still applied
+      break;
+    }
+    seqs[k] = *seq;
+  }
+  apply_pool_->Run(n, [&](size_t k) {
+    if (seqs[k] == 0) return;  // not admitted, or a resend
+    st[k] = ApplyToMirror(group[k]);
+    Complete(seqs[k]);
+  });
+  for (size_t k = 0; k < n; ++k) {
+    if (seqs[k] != 0 && !st[k].ok()) return Fail(st[k]);
+  }
+  return admit_error;
 }
 
 Status Volume::WriteSeed(uint64_t offset, uint64_t length, std::span<const uint8_t> data) {

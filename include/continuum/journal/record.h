@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <span>
+#include <vector>
 
 namespace continuum::journal {
 
@@ -74,5 +75,11 @@ void SealHeaderOnly(RecordHeader* h, uint64_t seed = 0);
 // headers validate only with the seed they were sealed with.
 bool HeaderValid(const RecordHeader& h, uint32_t magic, uint64_t seed = 0);
 bool PayloadValid(const RecordHeader& h, std::span<const uint8_t> payload);
+
+// A record with its payload, as a write stream carries it (replication frames).
+struct RecordWithData {
+  RecordHeader header;
+  std::vector<uint8_t> data;
+};
 
 }  // namespace continuum::journal

@@ -59,10 +59,7 @@ Result<nlohmann::json> FrameJson(const Frame& f);
 
 // A batch of records in a kRecords payload: each is a journal RecordHeader
 // (with its own checksums, magic "CWL1") followed by its payload.
-struct WireRecord {
-  journal::RecordHeader header;
-  std::vector<uint8_t> data;
-};
+using WireRecord = journal::RecordWithData;
 void AppendRecord(std::vector<uint8_t>* batch, journal::RecordHeader h, std::span<const uint8_t> data);
 Result<std::vector<WireRecord>> ParseRecords(std::span<const uint8_t> payload);
 

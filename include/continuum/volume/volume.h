@@ -18,6 +18,7 @@
 
 #include "continuum/cdp/cdp_store.h"
 #include "continuum/common/result.h"
+#include "continuum/common/task_pool.h"
 #include "continuum/io/aligned_buffer.h"
 #include "continuum/io/block_target.h"
 #include "continuum/io/file.h"
@@ -149,6 +150,12 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   // Admits a write received from the source with the source's seq and time.
   // Seqs at or below the newest admitted are ignored (a resend).
   Status AdmitReplicated(const journal::RecordHeader& h, std::vector<uint8_t> data);
+  // AdmitReplicated for each record in order (their data is moved out). Runs
+  // of data writes to disjoint ranges go through the pipeline together: their
+  // before-image reads and mirror writes in parallel, one undo-journal sync.
+  // Afterwards every record is admitted as if one by one, or the first error
+  // is returned with the records before it admitted.
+  Status AdmitReplicatedBatch(std::vector<journal::RecordWithData>& records);
   uint64_t LastSeq() const;
   int64_t LastTimestamp() const;
   // Seeding a replica at a seq (cascade, docs/adr/0004-replication.md): a
@@ -223,6 +230,15 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   RangeLock LockRange(uint64_t begin, uint64_t end);
   // Runs one operation through the pipeline; returns its seq.
   Result<uint64_t> Commit(Op op);
+  // Commit's admission stage: seq, undo record (from `before` when it holds
+  // the before-image, else read now), write log, ring. Returns 0 for a
+  // replica's resend (nothing admitted). The caller holds the range lock and
+  // must ApplyToMirror and Complete a returned seq.
+  Result<uint64_t> Admit(const Op& op, const io::AlignedBuffer& before);
+  // Validates a replicated record and turns it into an Op.
+  Result<Op> ReplicatedOp(const journal::RecordHeader& h, std::vector<uint8_t> data) const;
+  // Commit for disjoint replicated data writes, stage by stage (AdmitReplicatedBatch).
+  Status CommitGroup(std::vector<Op>& group);
   Status CaptureBefore(const Op& op, uint64_t seq, int64_t ts);
   Status ApplyToMirror(const Op& op);
   void Complete(uint64_t seq);
@@ -288,6 +304,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   std::mutex rmw_mu_;     // serializes unaligned read-modify-write
   std::mutex append_mu_;  // serializes admissions (write-log and undo order == seq order); taken before mu_
   io::AlignedBuffer before_buf_;  // GUARDED_BY(append_mu_): before-images being captured
+  std::unique_ptr<TaskPool> apply_pool_;  // AdmitReplicatedBatch's I/O threads (its one caller: the receiver)
   mutable std::shared_mutex mirror_mu_;
   std::thread maint_thread_;
   // Flush syncs the write log on this thread while it syncs the mirror itself.
