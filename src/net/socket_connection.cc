@@ -91,6 +91,16 @@ Status SocketConnection::RecvAll(std::span<uint8_t> out) {
   return ssl_ ? RecvTls(out) : RecvPlain(out);
 }
 
+bool SocketConnection::Readable() {
+  if (dead_.load()) return false;
+  if (ssl_) {
+    std::lock_guard lock(ssl_mu_);
+    if (SSL_has_pending(ssl_.get()) == 1) return true;
+  }
+  struct pollfd p = {fd_, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & POLLIN) != 0;
+}
+
 Status SocketConnection::SendPlain(std::span<const uint8_t> data) {
   size_t done = 0;
   Clock::time_point deadline = DeadlineAfter(io_timeout_ms_.load());

@@ -42,6 +42,7 @@ class SocketConnection final : public Connection {
   std::string PeerName() const override { return peer_name_; }
   std::string PeerAddress() const override { return peer_address_; }
   void SetIoTimeout(int ms) override { io_timeout_ms_.store(ms); }
+  bool Readable() override;
 
   // Tests shorten the key update interval to exercise it under load.
   void SetKeyUpdateIntervalForTesting(uint64_t bytes) { key_update_interval_ = bytes; }

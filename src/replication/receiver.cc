@@ -1,8 +1,10 @@
 #include "continuum/replication/receiver.h"
 
+#include <algorithm>
 #include <optional>
 
 #include "continuum/common/log.h"
+#include "continuum/common/time_util.h"
 #include "continuum/replication/codec.h"
 #include "continuum/replication/diff_sync.h"
 #include "continuum/replication/frame.h"
@@ -158,6 +160,22 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHelloAck, hello_ack));
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) heartbeat.emplace(monitored, hb);
   provider_->Event(rep.name, "source_connected", "from " + conn->PeerName() + " at seq " + std::to_string(durable));
+  // Record frames are acknowledged after a flush of the replica. While more
+  // frames are already waiting on the connection (a stream catching up), one
+  // flush covers several of them, up to kFlushBytes or kFlushNs; a source
+  // waiting for its ack (sync mode) sends nothing more, so it gets it at once.
+  constexpr uint64_t kFlushBytes = 32ull << 20;
+  constexpr int64_t kFlushNs = 50'000'000;
+  uint64_t unflushed_seq = 0, unflushed_bytes = 0;
+  int64_t unflushed_since = 0;
+  auto flush_and_ack = [&]() -> Status {
+    if (unflushed_seq == 0) return Status::Ok();
+    // Durable before acknowledged: the source may free what we ack.
+    CONTINUUM_RETURN_IF_ERROR(vol->Flush());
+    CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kAck, {{"durable_seq", unflushed_seq}}));
+    unflushed_seq = unflushed_bytes = 0;
+    return Status::Ok();
+  };
   for (;;) {
     auto fr = ReadFrame(*conn);
     if (!fr.ok()) {
@@ -168,6 +186,8 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
       if (fr.status().code() == StatusCode::kUnavailable) return Status::Ok();  // source went away
       return fr.status();
     }
+    // Anything but more records: acknowledge what was admitted first.
+    if (fr->type != FrameType::kRecords) CONTINUUM_RETURN_IF_ERROR(flush_and_ack());
     switch (fr->type) {
       case FrameType::kHeartbeat:
         break;
@@ -178,10 +198,12 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
         CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
         if (recs.empty()) break;
         CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicatedBatch(recs));
-        // Durable before acknowledged: the source may free what we ack.
-        CONTINUUM_RETURN_IF_ERROR(vol->Flush());
-        CONTINUUM_RETURN_IF_ERROR(
-            WriteJsonFrame(*conn, FrameType::kAck, {{"durable_seq", recs.back().header.seq}}));
+        if (unflushed_seq == 0) unflushed_since = MonoNowNs();
+        unflushed_seq = std::max(unflushed_seq, recs.back().header.seq);
+        unflushed_bytes += fr->payload.size();
+        if (!conn->Readable() || unflushed_bytes >= kFlushBytes || MonoNowNs() - unflushed_since >= kFlushNs) {
+          CONTINUUM_RETURN_IF_ERROR(flush_and_ack());
+        }
         break;
       }
       case FrameType::kSeedBegin: {

@@ -44,6 +44,9 @@ class Connection {
   virtual std::string PeerAddress() const = 0;
   // Applies to waits that start after the call; <= 0 waits forever.
   virtual void SetIoTimeout(int ms) = 0;
+  // True when bytes from the peer are already here (a RecvAll would not wait
+  // for the first of them). A hint for batching: false is always safe.
+  virtual bool Readable() { return false; }
 };
 
 }  // namespace continuum::net

@@ -39,6 +39,7 @@ class MonitoredConnection : public net::Connection {
   std::string PeerName() const override { return inner_.PeerName(); }
   std::string PeerAddress() const override { return inner_.PeerAddress(); }
   void SetIoTimeout(int ms) override { inner_.SetIoTimeout(ms); }
+  bool Readable() override { return inner_.Readable(); }
 
   // Sends unless another send is in progress (then the peer hears from us anyway).
   // Returns false when it did not send.
