@@ -1,7 +1,11 @@
 #include "continuum/replication/receiver.h"
 
 #include <algorithm>
+#include <condition_variable>
+#include <deque>
+#include <mutex>
 #include <optional>
+#include <thread>
 
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
@@ -11,6 +15,98 @@
 #include "continuum/replication/heartbeat.h"
 
 namespace continuum::replication {
+
+// Receives the source's frames on a thread of its own, ahead of the thread
+// that applies them: receiving, decrypting, decompressing and parsing the next
+// frames overlaps with admitting and flushing this one. At most
+// kReadAheadBytes of payload wait. A read or decode error is the last item.
+// The destructor shuts the connection down (to wake a read in progress).
+class FrameReadAhead {
+ public:
+  struct Item {
+    Status status;  // not ok: the connection's or the frame's error, and the end
+    Frame frame;    // record and seed frames: payload decoded, then released
+    std::vector<WireRecord> records;  // kRecords, kSeedData
+    size_t bytes = 0;                 // decoded payload size
+  };
+
+  explicit FrameReadAhead(net::Connection& conn) : conn_(conn), thread_([this] { Loop(); }) {}
+  ~FrameReadAhead() {
+    {
+      std::lock_guard lock(mu_);
+      stop_ = true;
+    }
+    cv_.notify_all();
+    conn_.Shutdown();
+    thread_.join();
+  }
+  FrameReadAhead(const FrameReadAhead&) = delete;
+  FrameReadAhead& operator=(const FrameReadAhead&) = delete;
+
+  Item Next() {
+    std::unique_lock lock(mu_);
+    cv_.wait(lock, [&] { return !queue_.empty(); });
+    Item item = std::move(queue_.front());
+    queue_.pop_front();
+    bytes_ -= item.bytes;
+    cv_.notify_all();
+    return item;
+  }
+  // A frame is waiting (read, or arriving on the connection).
+  bool Ready() {
+    {
+      std::lock_guard lock(mu_);
+      if (!queue_.empty()) return true;
+    }
+    return conn_.Readable();
+  }
+
+ private:
+  static constexpr size_t kReadAheadBytes = 64u << 20;
+
+  void Loop() {
+    for (;;) {
+      Item item;
+      auto fr = ReadFrame(conn_);
+      if (!fr.ok()) {
+        item.status = fr.status();
+      } else {
+        item.frame = std::move(*fr);
+        item.status = Prepare(&item);
+      }
+      const bool last = !item.status.ok();
+      {
+        std::unique_lock lock(mu_);
+        cv_.wait(lock, [&] { return stop_ || queue_.empty() || bytes_ < kReadAheadBytes; });
+        if (stop_) return;
+        bytes_ += item.bytes;
+        queue_.push_back(std::move(item));
+      }
+      cv_.notify_all();
+      if (last) return;
+    }
+  }
+
+  static Status Prepare(Item* item) {
+    Frame& f = item->frame;
+    if (f.type != FrameType::kRecords && f.type != FrameType::kSeedData) return Status::Ok();
+    if (f.flags & kFrameCodecMask) {
+      CONTINUUM_ASSIGN_OR_RETURN(f.payload, Decode(f.flags, f.payload, kMaxFramePayload));
+    }
+    CONTINUUM_ASSIGN_OR_RETURN(item->records, ParseRecords(f.payload));
+    item->bytes = f.payload.size();
+    std::vector<uint8_t>().swap(f.payload);
+    return Status::Ok();
+  }
+
+  net::Connection& conn_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Item> queue_;  // GUARDED_BY(mu_)
+  size_t bytes_ = 0;        // GUARDED_BY(mu_)
+  bool stop_ = false;       // GUARDED_BY(mu_)
+  std::thread thread_;      // last: starts once the rest is built
+};
 
 Result<std::unique_ptr<Receiver>> Receiver::Start(std::unique_ptr<net::Listener> listener,
                                                   ReplicaProvider* provider) {
@@ -160,10 +256,25 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kHelloAck, hello_ack));
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) heartbeat.emplace(monitored, hb);
   provider_->Event(rep.name, "source_connected", "from " + conn->PeerName() + " at seq " + std::to_string(durable));
+  FrameReadAhead ahead(*conn);
+  Status st = ApplyStream(conn, rep, ahead, monitored);
+  if (!st.ok()) {
+    // Tell the source why before `ahead` shuts the connection down (Serve
+    // tries again; that one fails quietly).
+    WriteJsonFrame(*conn, FrameType::kError,
+                   {{"code", std::string(StatusCodeName(st.code()))}, {"message", st.message()}})
+        .IgnoreError();
+  }
+  return st;
+}
+
+Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Replica& rep, FrameReadAhead& ahead,
+                             MonitoredConnection& monitored) {
+  auto vol = rep.volume;
   // Record frames are acknowledged after a flush of the replica. While more
-  // frames are already waiting on the connection (a stream catching up), one
-  // flush covers several of them, up to kFlushBytes or kFlushNs; a source
-  // waiting for its ack (sync mode) sends nothing more, so it gets it at once.
+  // frames are already waiting (a stream catching up), one flush covers
+  // several of them, up to kFlushBytes or kFlushNs; a source waiting for its
+  // ack (sync mode) sends nothing more, so it gets it at once.
   constexpr uint64_t kFlushBytes = 32ull << 20;
   constexpr int64_t kFlushNs = 50'000'000;
   uint64_t unflushed_seq = 0, unflushed_bytes = 0;
@@ -177,31 +288,30 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
     return Status::Ok();
   };
   for (;;) {
-    auto fr = ReadFrame(*conn);
-    if (!fr.ok()) {
+    FrameReadAhead::Item item = ahead.Next();
+    if (!item.status.ok()) {
+      // Whatever was admitted and not acknowledged is sent again (a resend is ignored).
       if (std::string why = monitored.expired(); !why.empty()) {
         provider_->Event(rep.name, "source_lost", why);
         return Status::Ok();
       }
-      if (fr.status().code() == StatusCode::kUnavailable) return Status::Ok();  // source went away
-      return fr.status();
+      if (item.status.code() == StatusCode::kUnavailable) return Status::Ok();  // source went away
+      return item.status;
     }
+    Frame* fr = &item.frame;
     // Anything but more records: acknowledge what was admitted first.
     if (fr->type != FrameType::kRecords) CONTINUUM_RETURN_IF_ERROR(flush_and_ack());
     switch (fr->type) {
       case FrameType::kHeartbeat:
         break;
       case FrameType::kRecords: {
-        if (fr->flags & kFrameCodecMask) {
-          CONTINUUM_ASSIGN_OR_RETURN(fr->payload, Decode(fr->flags, fr->payload, kMaxFramePayload));
-        }
-        CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
+        std::vector<WireRecord>& recs = item.records;
         if (recs.empty()) break;
         CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicatedBatch(recs));
         if (unflushed_seq == 0) unflushed_since = MonoNowNs();
         unflushed_seq = std::max(unflushed_seq, recs.back().header.seq);
-        unflushed_bytes += fr->payload.size();
-        if (!conn->Readable() || unflushed_bytes >= kFlushBytes || MonoNowNs() - unflushed_since >= kFlushNs) {
+        unflushed_bytes += item.bytes;
+        if (!ahead.Ready() || unflushed_bytes >= kFlushBytes || MonoNowNs() - unflushed_since >= kFlushNs) {
           CONTINUUM_RETURN_IF_ERROR(flush_and_ack());
         }
         break;
@@ -217,11 +327,7 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
         break;
       }
       case FrameType::kSeedData: {
-        if (fr->flags & kFrameCodecMask) {
-          CONTINUUM_ASSIGN_OR_RETURN(fr->payload, Decode(fr->flags, fr->payload, kMaxFramePayload));
-        }
-        CONTINUUM_ASSIGN_OR_RETURN(auto recs, ParseRecords(fr->payload));
-        for (auto& r : recs) {
+        for (auto& r : item.records) {
           auto kind = static_cast<journal::WriteKind>(r.header.kind);
           if (kind != journal::WriteKind::kWrite && kind != journal::WriteKind::kZero) {
             return InvalidArgument("seed record of kind " + std::to_string(r.header.kind) + " from " +

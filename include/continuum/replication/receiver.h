@@ -56,6 +56,9 @@ class ReplicaProvider {
   }
 };
 
+class FrameReadAhead;  // receiver.cc
+class MonitoredConnection;
+
 // Accepts replication connections and applies their write streams to
 // replicas: admit with the source's seq and time, flush (write-log fsync),
 // then acknowledge the batch's last seq as durable.
@@ -73,6 +76,9 @@ class Receiver {
   void AcceptLoop();
   void Serve(net::Connection* conn);
   Status ServeStream(net::Connection* conn, std::string* replica_name);
+  // The stream after the handshake: frames from `ahead`, applied to `rep`.
+  Status ApplyStream(net::Connection* conn, const ReplicaProvider::Replica& rep, FrameReadAhead& ahead,
+                     MonitoredConnection& monitored);
   Status ServeVerify(net::Connection* conn, const HelloInfo& hello, const nlohmann::json& request);
   Status ServeDiff(net::Connection* conn, const HelloInfo& hello);
 
