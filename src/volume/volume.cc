@@ -718,9 +718,14 @@ Status Volume::AdmitReplicatedBatch(std::vector<journal::RecordWithData>& record
         return o.offset < h.offset + h.length && h.offset < o.offset + o.length;
       });
       if (overlaps || (!group.empty() && bytes + h.length > kGroupBytes)) break;
-      CONTINUUM_ASSIGN_OR_RETURN(Op op, ReplicatedOp(h, std::move(records[i].data)));
-      bytes += op.length;
-      group.push_back(std::move(op));
+      auto op = ReplicatedOp(h, std::move(records[i].data));
+      if (!op.ok()) {
+        // The records before the bad one are admitted, as one by one.
+        CONTINUUM_RETURN_IF_ERROR(CommitGroup(group));
+        return op.status();
+      }
+      bytes += op->length;
+      group.push_back(std::move(*op));
     }
     CONTINUUM_RETURN_IF_ERROR(CommitGroup(group));
   }
@@ -728,6 +733,7 @@ Status Volume::AdmitReplicatedBatch(std::vector<journal::RecordWithData>& record
 }
 
 Status Volume::CommitGroup(std::vector<Op>& group) {
+  if (group.empty()) return Status::Ok();
   // The pipeline of Commit, one stage at a time for the whole group: the
   // synchronous reads of before-images and writes of the mirror overlap
   // across the group, and its writers share one sync of the undo journal

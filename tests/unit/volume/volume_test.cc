@@ -649,6 +649,37 @@ TEST_F(VolumeTest, ReplicaBatchAdmissionEqualsOneByOne) {
   ASSERT_TRUE(batch->Close().ok());
 }
 
+// A bad record in the middle of a frame: the ones before it are admitted (as
+// one by one), the error names it, nothing after it is admitted.
+TEST_F(VolumeTest, ReplicaBatchStopsAtABadRecord) {
+  cfg_.replica = true;
+  auto v = OpenVolume();
+  std::vector<journal::RecordWithData> frame;
+  for (uint64_t seq = 1; seq <= 5; ++seq) {
+    journal::RecordWithData r;
+    r.header.kind = static_cast<uint16_t>(journal::WriteKind::kWrite);
+    r.header.seq = seq;
+    r.header.ts_ns = WallNowNs();
+    r.header.offset = seq * 8192;
+    r.header.length = 8192;
+    r.data = Pattern(8192, static_cast<uint32_t>(seq));
+    frame.push_back(std::move(r));
+  }
+  frame[3].data.resize(4096);  // seq 4: data shorter than its length
+  auto want2 = frame[1].data;
+  Status st = v->AdmitReplicatedBatch(frame);
+  ASSERT_FALSE(st.ok());
+  EXPECT_NE(st.message().find("seq 4"), std::string::npos) << st.message();
+  EXPECT_EQ(v->LastSeq(), 3u);
+  ASSERT_TRUE(v->Flush().ok());
+  std::vector<uint8_t> got(8192);
+  ASSERT_TRUE(v->Read(2 * 8192, got).ok());
+  EXPECT_EQ(got, want2);
+  ASSERT_TRUE(v->Read(5 * 8192, got).ok());
+  EXPECT_EQ(got, std::vector<uint8_t>(8192, 0));
+  ASSERT_TRUE(v->Close().ok());
+}
+
 // Cascade seeding (Volume::WriteSeed/EndSeed): the replica takes the blocks
 // without seqs, then holds seq S with no history before it; the stream goes
 // on at S + 1, and a restart keeps S. A replica that holds a seq is refused.
