@@ -121,27 +121,35 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
                    ", recorded in " + pf.path() + ")");
   }
 
-  // Checkpoints: the chunks before `done` are made durable, then recorded.
+  // Checkpoints: the chunks before `done` are made durable, then recorded, in
+  // the background while the restore goes on (BackgroundCheckpointer).
   uint64_t unsynced_bytes = 0;
   int64_t last_checkpoint_ns = MonoNowNs();
+  BackgroundCheckpointer checkpointer(pf, [&]() -> Status { return file->DataSync(); });
   auto checkpoint = [&](uint64_t done) -> Status {
     const bool due = unsynced_bytes >= options.checkpoint_bytes ||
                      MonoNowNs() - last_checkpoint_ns >= options.checkpoint_interval_ns;
     if (!due) return Status::Ok();
-    CONTINUUM_RETURN_IF_ERROR(file->DataSync());
     rec.done = done;
     rec.bytes_done = std::min(done * root.chunk_size, root.size);
-    CONTINUUM_RETURN_IF_ERROR(pf.Save(rec));
     unsynced_bytes = 0;
     last_checkpoint_ns = MonoNowNs();
-    return Status::Ok();
+    return checkpointer.Offer(rec);
   };
 
   std::vector<Written> written;
   const std::vector<uint8_t> zeros(device ? root.chunk_size : 0, 0);
   Progress p{.bytes_total = root.size, .files_done = 0};
-  // Chunks are read, decrypted and decompressed on workers ahead of the writes
-  // (in order); the next map's chunks are queued before this map's are written.
+  // Chunks are read, decrypted, decompressed and written at their offsets on
+  // the prefetch workers (sinks), ahead of this thread, which takes them in
+  // order (Next) to count and checkpoint them; the next map's chunks are
+  // queued before this map's are taken.
+  // Declared before the prefetcher, whose destructor waits for running sinks.
+  auto write_chunk = [&](uint64_t offset, std::span<const uint8_t> data) -> Status {
+    if (device) return file->PWrite(offset, data);
+    // The file reads as zeros here: zero blocks inside chunks stay holes.
+    return WriteSparse(file->fd(), offset, data, options.target);
+  };
   CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
   struct QueuedMap {
     repo::Tree tree;
@@ -169,17 +177,8 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
           unsynced_bytes += length;
         }
       } else {
-        CONTINUUM_ASSIGN_OR_RETURN(std::vector<uint8_t> data, prefetch->Next());
-        if (data.size() != length) {
-          return DataLoss(what + ": chunk " + w.id.Hex() + " at offset " + std::to_string(offset) + " holds " +
-                          std::to_string(data.size()) + " bytes, expected " + std::to_string(length));
-        }
-        if (device) {
-          CONTINUUM_RETURN_IF_ERROR(file->PWrite(offset, data));
-        } else {
-          // The file reads as zeros here: zero blocks inside chunks stay holes.
-          CONTINUUM_RETURN_IF_ERROR(WriteSparse(file->fd(), offset, data, options.target));
-        }
+        // Written by a worker (its length was checked when it was queued).
+        CONTINUUM_RETURN_IF_ERROR(prefetch->Next().status());
         report.bytes_written += length;
         unsynced_bytes += length;
       }
@@ -196,8 +195,18 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
       return DataLoss(what + ": map " + std::to_string(m) + " does not cover its chunks");
     }
     for (size_t i = 0; i < map.slots.size(); ++i) {
-      if (map.slots[i] != kHoleSlot && first + i >= resume) {
-        CONTINUUM_RETURN_IF_ERROR(prefetch->Enqueue(map_tree.refs[map.slots[i]]));
+      if (map.slots[i] == kHoleSlot || first + i < resume) continue;
+      const repo::BlobId& id = map_tree.refs[map.slots[i]];
+      const uint64_t offset = (first + i) * root.chunk_size;
+      const uint64_t length = std::min<uint64_t>(root.chunk_size, root.size - offset);
+      CONTINUUM_ASSIGN_OR_RETURN(uint32_t len, prefetch->Enqueue(id, [&write_chunk, offset](auto data) {
+                                   return write_chunk(offset, data);
+                                 }));
+      // Checked before anything is read: a sink never writes past its chunk.
+      if (len != length) {
+        prefetch->Abandon();
+        return DataLoss(what + ": chunk " + id.Hex() + " at offset " + std::to_string(offset) + " holds " +
+                        std::to_string(len) + " bytes, expected " + std::to_string(length));
       }
     }
     queued.push_back({.tree = std::move(map_tree), .map = std::move(map)});
@@ -207,6 +216,7 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
     }
   }
   for (; !queued.empty(); queued.pop_front()) CONTINUUM_RETURN_IF_ERROR(write_map(queued.front()));
+  CONTINUUM_RETURN_IF_ERROR(checkpointer.Drain());
   if (progress) progress(p);
   CONTINUUM_RETURN_IF_ERROR(file->Sync());
   if (options.verify) {
