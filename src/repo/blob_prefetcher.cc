@@ -1,5 +1,10 @@
 #include "continuum/repo/blob_prefetcher.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -145,9 +150,19 @@ Result<std::unique_ptr<BlobPrefetcher>> BlobPrefetcher::Create(Repository& repo,
     impl->cryptos.push_back(std::move(crypto));
   }
   Impl* raw = impl.get();
+  int nice = 0;
+  if (options.worker_nice > 0) {
+    errno = 0;
+    const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
+    nice = errno == 0 ? std::min(19, base + options.worker_nice) : 0;
+  }
   for (size_t i = 0; i < n; ++i) {
     Crypto* c = raw->cryptos[i].get();
-    raw->workers.emplace_back([raw, c] { raw->Work(c); });
+    raw->workers.emplace_back([raw, c, nice] {
+      // Best effort: a worker that keeps the caller's priority only runs slower.
+      if (nice > 0) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+      raw->Work(c);
+    });
   }
   return std::unique_ptr<BlobPrefetcher>(new BlobPrefetcher(std::move(impl)));
 }

@@ -24,6 +24,11 @@ struct BlobPrefetcherOptions {
   // Plaintext read ahead of the caller and not yet taken by Next. Queued blobs
   // beyond it wait (only their ids are held), bounding memory.
   size_t max_ahead_bytes = 64u << 20;
+  // Workers run this much nicer than the thread that creates them (Linux
+  // thread priorities; 0 keeps it). The caller is the pipeline's producer:
+  // when it waits for a CPU behind the workers it stops queueing, and the
+  // workers run dry. On 2 cores a restore ran ~5% faster at +5.
+  int worker_nice = 5;
 };
 
 // Reads blobs ahead of a restore on worker threads (read, decrypt, decompress,
