@@ -15,8 +15,7 @@ TaskPool::~TaskPool() {
   for (auto& t : threads_) t.join();
 }
 
-bool TaskPool::Take(std::unique_lock<std::mutex>& lock, size_t* i) {
-  (void)lock;
+bool TaskPool::Take(size_t* i) {
   if (fn_ == nullptr || next_ >= n_) return false;
   *i = next_++;
   return true;
@@ -30,7 +29,7 @@ void TaskPool::Run(size_t n, const std::function<void(size_t)>& fn) {
   next_ = 0;
   if (n > 1) work_cv_.notify_all();
   size_t i;
-  while (Take(lock, &i)) {
+  while (Take(&i)) {
     lock.unlock();
     fn(i);
     lock.lock();
@@ -45,7 +44,7 @@ void TaskPool::Loop() {
     work_cv_.wait(lock, [&] { return stop_ || (fn_ != nullptr && next_ < n_); });
     if (stop_) return;
     size_t i;
-    while (Take(lock, &i)) {
+    while (Take(&i)) {
       ++active_;
       const std::function<void(size_t)>* fn = fn_;
       lock.unlock();

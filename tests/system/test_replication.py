@@ -78,6 +78,16 @@ def wait_caught_up(src, timeout=60):
     raise AssertionError(f"target did not catch up: {t}")
 
 
+def up_and_replicate(net, src, mode):
+    """Creates and brings up volume "vol" on `src`, replicates it to the DR
+    server in `mode` and waits for the initial sync; returns its device."""
+    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
+    dev = src.cli("volume", "up", "vol").stdout.strip()
+    src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700", "--mode", mode)
+    wait_caught_up(src)
+    return dev
+
+
 def read_dev(dev):
     with open(dev, "rb", buffering=0) as f:
         return f.read(SIZE)
@@ -146,10 +156,7 @@ def test_sync_mode_loses_no_acknowledged_write_when_primary_dies(sites):
     net, src, dr, _ = sites
     start(dr, server=True)
     start(src)
-    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
-    dev = src.cli("volume", "up", "vol").stdout.strip()
-    src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700", "--mode", "sync")
-    wait_caught_up(src)
+    dev = up_and_replicate(net, src, "sync")
     stop = threading.Event()
     acked = []
     inflight = []
@@ -225,10 +232,7 @@ def test_async_stream_under_load_opens_no_resync_window(sites):
     net, src, dr, _ = sites
     start(dr, server=True)
     start(src)
-    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
-    dev = src.cli("volume", "up", "vol").stdout.strip()
-    src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700", "--mode", "async")
-    wait_caught_up(src)
+    dev = up_and_replicate(net, src, "async")
     run(["fio", "--name=load", f"--filename={dev}", "--rw=randwrite", "--bs=8k", "--iodepth=8",
          "--ioengine=libaio", "--direct=1", "--fsync=4", "--numjobs=2", "--time_based", "--runtime=8",
          f"--size={SIZE}", "--randrepeat=0", "--group_reporting"], timeout=120)

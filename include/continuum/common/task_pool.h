@@ -27,7 +27,8 @@ class TaskPool {
  private:
   void Loop();
   // Takes the next index of the current loop; false when none is left.
-  bool Take(std::unique_lock<std::mutex>& lock, size_t* i);
+  // REQUIRES: mu_ held.
+  bool Take(size_t* i);
 
   std::mutex mu_;
   std::condition_variable work_cv_;

@@ -235,6 +235,7 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   // replica's resend (nothing admitted). The caller holds the range lock and
   // must ApplyToMirror and Complete a returned seq.
   Result<uint64_t> Admit(const Op& op, const io::AlignedBuffer& before);
+  static constexpr uint64_t kMaxZeroRecord = 256ull << 20;  // larger zero ranges are split
   // Validates a replicated record and turns it into an Op.
   Result<Op> ReplicatedOp(const journal::RecordHeader& h, std::vector<uint8_t> data) const;
   // Commit for disjoint replicated data writes, stage by stage (AdmitReplicatedBatch).
