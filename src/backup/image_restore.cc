@@ -12,6 +12,7 @@
 #include "continuum/common/time_util.h"
 #include "continuum/common/units.h"
 #include "continuum/io/file.h"
+#include "continuum/io/unique_fd.h"
 #include "continuum/repo/blob_prefetcher.h"
 #include "continuum/repo/chunker.h"
 #include "image_map.h"
@@ -145,10 +146,13 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
   // order (Next) to count and checkpoint them; the next map's chunks are
   // queued before this map's are taken.
   // Declared before the prefetcher, whose destructor waits for running sinks.
+  // Past the page cache where the target allows (see WriteSparseDirect).
+  const int direct_fd = OpenDirect(file->fd());
+  io::UniqueFd direct_guard(direct_fd);
   auto write_chunk = [&](uint64_t offset, std::span<const uint8_t> data) -> Status {
-    if (device) return file->PWrite(offset, data);
+    if (device) return WriteAllDirect(file->fd(), direct_fd, offset, data, options.target);
     // The file reads as zeros here: zero blocks inside chunks stay holes.
-    return WriteSparse(file->fd(), offset, data, options.target);
+    return WriteSparseDirect(file->fd(), direct_fd, offset, data, options.target);
   };
   CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
   struct QueuedMap {

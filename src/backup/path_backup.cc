@@ -19,6 +19,7 @@
 
 #include "continuum/backup/point_catalog.h"
 #include "continuum/common/time_util.h"
+#include "continuum/io/unique_fd.h"
 #include "continuum/repo/blob_pipeline.h"
 #include "dir_listing.h"
 #include "read_ahead.h"
@@ -26,17 +27,6 @@
 
 namespace continuum::backup {
 namespace {
-
-// Closes a descriptor on scope exit.
-struct Fd {
-  int fd = -1;
-  explicit Fd(int f) : fd(f) {}
-  ~Fd() {
-    if (fd >= 0) ::close(fd);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-};
 
 int64_t Ns(const struct timespec& t) { return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec; }
 
@@ -244,7 +234,7 @@ class PathWalker {
     int fd = ::openat(dir_fd, name.c_str(), flags);
     if (fd < 0 && errno == EPERM) fd = ::openat(dir_fd, name.c_str(), flags & ~O_NOATIME);  // not the owner
     if (fd < 0) return PosixError("open " + abs, errno);
-    Fd guard(fd);
+    io::UniqueFd guard(fd);
     ReadXattrs(fd, abs, e);
     if (e->type == EntryType::kDir) {
       std::unique_ptr<ParentDir> sub_parent;

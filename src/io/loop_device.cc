@@ -16,6 +16,7 @@
 
 #include "continuum/common/log.h"
 #include "continuum/io/file.h"
+#include "continuum/io/unique_fd.h"
 
 namespace continuum::io {
 namespace {
@@ -25,29 +26,6 @@ constexpr int kAttachAttempts = 8;
 constexpr auto kPollInterval = std::chrono::milliseconds(20);
 // devtmpfs creates /dev/loopN as the device is added; allow for a slow node.
 constexpr auto kNodeWait = std::chrono::milliseconds(1000);
-
-class UniqueFd {
- public:
-  explicit UniqueFd(int fd = -1) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(const UniqueFd&) = delete;
-  UniqueFd& operator=(const UniqueFd&) = delete;
-  UniqueFd(UniqueFd&& other) noexcept : fd_(other.release()) {}
-  UniqueFd& operator=(UniqueFd&& other) noexcept {
-    reset(other.release());
-    return *this;
-  }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
-  explicit operator bool() const { return fd_ >= 0; }
-
- private:
-  int fd_;
-};
 
 // Sysfs attributes report a size of 4096 whatever their length: read to EOF.
 Result<std::string> ReadSysfs(const std::string& path) {
