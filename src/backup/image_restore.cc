@@ -147,7 +147,7 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
   // queued before this map's are taken.
   // Declared before the prefetcher, whose destructor waits for running sinks.
   // Past the page cache where the target allows (see WriteSparseDirect).
-  const int direct_fd = OpenDirect(file->fd());
+  const int direct_fd = io::ReopenDirect(file->fd());
   io::UniqueFd direct_guard(direct_fd);
   auto write_chunk = [&](uint64_t offset, std::span<const uint8_t> data) -> Status {
     if (device) return WriteAllDirect(file->fd(), direct_fd, offset, data, options.target);

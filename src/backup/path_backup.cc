@@ -12,6 +12,7 @@
 #include <cstdlib>
 
 #include <algorithm>
+#include <deque>
 #include <map>
 #include <optional>
 #include <set>
@@ -27,6 +28,10 @@
 
 namespace continuum::backup {
 namespace {
+
+// Chunk bytes of one file being hashed on workers before this thread waits
+// for the oldest id (see ReadContent).
+constexpr uint64_t kMaxHashingBytes = 32u << 20;
 
 int64_t Ns(const struct timespec& t) { return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec; }
 
@@ -288,15 +293,39 @@ class PathWalker {
   }
 
   // Reads to the end (a file that grows or shrinks meanwhile is stored as read).
+  //
+  // The chunks of a file with more to come are hashed on the pipeline's
+  // workers (PutLater) while this thread reads and chunks on; the ids are
+  // collected in order before the file is done, or earlier when more than
+  // kMaxHashingBytes wait. The last chunk, and with it every single-chunk
+  // file, is hashed here: waiting for a worker to do it would cost more.
   Result<uint64_t> ReadContent(int fd, const std::string& abs, std::vector<Piece>* content) {
     ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+    std::deque<std::pair<size_t, repo::BlobPipeline::Ticket>> hashing;  // (piece, ticket)
+    uint64_t hashing_bytes = 0;
+    auto resolve_front = [&]() -> Status {
+      auto& [piece, ticket] = hashing.front();
+      CONTINUUM_ASSIGN_OR_RETURN((*content)[piece].id, pipeline_.Resolve(ticket));
+      hashing_bytes -= (*content)[piece].length;
+      hashing.pop_front();
+      return Status::Ok();
+    };
+    bool last = false;  // set for the chunks Finish emits
     const repo::ChunkSink sink = [&](const repo::Chunk& c) -> Status {
       if (c.zero) {
         content->push_back({.hole = true, .length = c.data.size()});
         return Status::Ok();
       }
-      CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId id, pipeline_.Put(repo::BlobType::kData, c.data));
-      content->push_back({.length = c.data.size(), .id = id});
+      if (last) {
+        CONTINUUM_ASSIGN_OR_RETURN(repo::BlobId id, pipeline_.Put(repo::BlobType::kData, c.data));
+        content->push_back({.length = c.data.size(), .id = id});
+        return Status::Ok();
+      }
+      content->push_back({.length = c.data.size()});
+      hashing.emplace_back(content->size() - 1,
+                           pipeline_.PutLater(repo::BlobType::kData, std::vector<uint8_t>(c.data.begin(), c.data.end())));
+      hashing_bytes += c.data.size();
+      while (hashing_bytes > kMaxHashingBytes) CONTINUUM_RETURN_IF_ERROR(resolve_front());
       return Status::Ok();
     };
     uint64_t total = 0;
@@ -314,7 +343,9 @@ class PathWalker {
       CONTINUUM_RETURN_IF_ERROR(chunker_->Write(std::span<const uint8_t>(buf_.data(), static_cast<size_t>(n)), sink));
       Report();
     }
+    last = true;
     CONTINUUM_RETURN_IF_ERROR(chunker_->Finish(sink));
+    while (!hashing.empty()) CONTINUUM_RETURN_IF_ERROR(resolve_front());
     return total;
   }
 

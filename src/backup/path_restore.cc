@@ -477,7 +477,7 @@ class PathRestorer {
   // Best effort: without a direct descriptor the page cache takes everything.
   void UseDirect(PendingFile& p) {
     if (::ftruncate(p.fd, static_cast<off_t>(p.entry.size)) != 0) return;
-    p.direct_fd = OpenDirect(p.fd);
+    p.direct_fd = io::ReopenDirect(p.fd);
     if (p.direct_fd < 0 && errno == EINVAL) direct_ok_ = false;  // the filesystem has no O_DIRECT
   }
 

@@ -1,6 +1,5 @@
 #include "sparse_write.h"
 
-#include <fcntl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -116,12 +115,6 @@ Status WriteSparseDirect(int fd, int direct_fd, uint64_t offset, std::span<const
 
 Status WriteAllDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path) {
   return WriteDirect(fd, direct_fd, offset, data, path, /*sparse=*/false);
-}
-
-int OpenDirect(int fd) {
-  // Through /proc: the very file `fd` is, whatever its name now points to.
-  const std::string self = "/proc/self/fd/" + std::to_string(fd);
-  return ::open(self.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
 }
 
 }  // namespace continuum::backup

@@ -21,16 +21,12 @@ constexpr uint64_t kDirectAlign = 4096;
 // `direct_fd`, the same file opened O_DIRECT (past the page cache: no copy, no
 // page allocation, no writeback later); the partial blocks at the ends go
 // through `fd`. A direct write the filesystem refuses (EINVAL) is retried
-// through `fd`. direct_fd < 0: WriteSparse.
+// through `fd`. direct_fd < 0: WriteSparse. (io::ReopenDirect opens one.)
 Status WriteSparseDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8_t> data,
                          const std::string& path);
 
 // As WriteSparseDirect, but every byte is written (a device does not read as
 // zeros where nothing was written).
 Status WriteAllDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path);
-
-// `fd`'s file opened again with O_DIRECT (write-only), or -1 when the
-// filesystem or the system does not allow it.
-int OpenDirect(int fd);
 
 }  // namespace continuum::backup

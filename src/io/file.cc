@@ -8,6 +8,9 @@
 #include <cstring>
 #include <filesystem>
 
+#include "continuum/io/aligned_buffer.h"
+#include "continuum/io/unique_fd.h"
+
 namespace continuum::io {
 
 Result<std::unique_ptr<File>> File::Open(const std::string& path, int flags, mode_t mode) {
@@ -52,6 +55,28 @@ Status File::PWrite(uint64_t offset, std::span<const uint8_t> data) {
     done += static_cast<size_t>(n);
   }
   return Status::Ok();
+}
+
+Status File::PWriteDirect(uint64_t offset, std::span<const uint8_t> data) {
+  constexpr size_t kAlign = AlignedBuffer::kAlign;
+  size_t done = 0;
+  const size_t blocks = data.size() / kAlign * kAlign;
+  if (blocks > 0 && offset % kAlign == 0 && AlignedBuffer::IsAligned(data.data(), 0)) {
+    UniqueFd direct(ReopenDirect(fd_));
+    while (direct && done < blocks) {
+      ssize_t n = ::pwrite(direct.get(), data.data() + done, blocks - done, static_cast<off_t>(offset + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0 && errno == EINVAL) break;  // refused after all: the page cache takes the rest
+      if (n < 0) return PosixError("write " + path_ + " at offset " + std::to_string(offset + done), errno);
+      done += static_cast<size_t>(n);
+    }
+  }
+  return PWrite(offset + done, data.subspan(done));
+}
+
+int ReopenDirect(int fd) {
+  const std::string self = "/proc/self/fd/" + std::to_string(fd);
+  return ::open(self.c_str(), O_WRONLY | O_DIRECT | O_CLOEXEC);
 }
 
 Status File::Sync() {

@@ -1,11 +1,15 @@
 #include "continuum/repo/blob_pipeline.h"
 
+#include <sys/resource.h>
+#include <unistd.h>
+
 #include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <thread>
 #include <unordered_set>
 
+#include "continuum/common/thread_priority.h"
 #include "continuum/repo/repository.h"
 #include "repo/manifest_codec.h"
 #include "repo/repository_state.h"
@@ -27,6 +31,13 @@ struct Job {
 
 }  // namespace
 
+struct BlobPipeline::Hashing {
+  BlobType type = BlobType::kData;
+  std::vector<uint8_t> data;
+  BlobId id;
+  bool done = false;  // GUARDED_BY(Impl::mu)
+};
+
 struct BlobPipeline::Impl {
   Impl(Repository& r, const BlobPipelineOptions& o) : repo(r), options(o) {}
 
@@ -43,12 +54,28 @@ struct BlobPipeline::Impl {
     BlobCodec codec(crypto, repo.s_->options.compression_level);
     for (;;) {
       std::shared_ptr<Job> job;
+      std::shared_ptr<Hashing> hash;
       {
         std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] { return stop || !todo.empty(); });
+        work_cv.wait(lock, [&] { return stop || !todo.empty() || !hash_todo.empty(); });
         if (stop) return;
-        job = std::move(todo.front());
-        todo.pop_front();
+        // Hashing first: the owner thread waits for ids, the packs can wait.
+        if (!hash_todo.empty()) {
+          hash = std::move(hash_todo.front());
+          hash_todo.pop_front();
+        } else {
+          job = std::move(todo.front());
+          todo.pop_front();
+        }
+      }
+      if (hash) {
+        hash->id = crypto->Id(hash->type, hash->data);
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          hash->done = true;
+        }
+        done_cv.notify_all();
+        continue;
       }
       auto e = codec.EncodeAppend(job->type, job->id, job->plain, &job->stored);
       if (e.ok()) {
@@ -79,6 +106,38 @@ struct BlobPipeline::Impl {
     return repo.AddEncoded(job->entry, job->stored);
   }
 
+  // The blob is stored or on its way (counted as deduplicated).
+  bool Known(const BlobId& id) {
+    if (repo.Has(id) || pending.count(id)) {
+      ++repo.stats_.blobs_deduplicated;
+      return true;
+    }
+    return false;
+  }
+
+  // Queues a new blob for compression and encryption.
+  Result<BlobId> Admit(BlobType type, const BlobId& id, std::vector<uint8_t> plain) {
+    const size_t size = plain.size();
+    // Commit what is ready, then make room: the oldest job goes first, always.
+    while (!order.empty() && (OldestDone() || pending_bytes + size > options.max_pending_bytes)) {
+      if (Status st = CommitOldest(); !st.ok()) return Fail(st);
+    }
+    auto job = std::make_shared<Job>();
+    job->type = type;
+    job->id = id;
+    job->plain = std::move(plain);
+    job->plain_len = size;
+    order.push_back(job);
+    pending.insert(id);
+    pending_bytes += size;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      todo.push_back(std::move(job));
+    }
+    work_cv.notify_one();
+    return id;
+  }
+
   bool OldestDone() {
     std::lock_guard<std::mutex> lock(mu);
     return order.front()->done;
@@ -98,6 +157,7 @@ struct BlobPipeline::Impl {
   std::condition_variable work_cv;
   std::condition_variable done_cv;
   std::deque<std::shared_ptr<Job>> todo;  // GUARDED_BY(mu)
+  std::deque<std::shared_ptr<Hashing>> hash_todo;  // GUARDED_BY(mu)
   bool stop = false;                      // GUARDED_BY(mu)
 
   // Owner thread only.
@@ -109,7 +169,11 @@ struct BlobPipeline::Impl {
 
 BlobPipeline::BlobPipeline(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-BlobPipeline::~BlobPipeline() = default;
+BlobPipeline::~BlobPipeline() {
+  // Other writers of this Repository store synchronously again; a pack still
+  // in flight is completed by the next SealPack or Flush.
+  if (impl_) impl_->repo.s_->background_store = false;
+}
 
 Result<std::unique_ptr<BlobPipeline>> BlobPipeline::Create(Repository& repo, const BlobPipelineOptions& options) {
   auto impl = std::make_unique<Impl>(repo, options);
@@ -119,10 +183,18 @@ Result<std::unique_ptr<BlobPipeline>> BlobPipeline::Create(Repository& repo, con
     impl->cryptos.push_back(std::move(crypto));
   }
   Impl* raw = impl.get();
+  const int nice = WorkerNice(options.worker_nice);
   for (size_t i = 0; i < n; ++i) {
     Crypto* c = raw->cryptos[i].get();
-    raw->workers.emplace_back([raw, c] { raw->Work(c); });
+    raw->workers.emplace_back([raw, c, nice] {
+      // Best effort: a worker that keeps the caller's priority only runs slower.
+      if (nice > 0) (void)::setpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()), nice);
+      raw->Work(c);
+    });
   }
+  // Packs are stored on a thread while the next fills (Repository::SealPack);
+  // Flush waits for them.
+  repo.s_->background_store = true;
   return std::unique_ptr<BlobPipeline>(new BlobPipeline(std::move(impl)));
 }
 
@@ -132,30 +204,36 @@ Result<BlobId> BlobPipeline::Put(BlobType type, std::span<const uint8_t> data) {
   if (data.size() > kMaxBlobRawBytes) {
     return InvalidArgument("blob of " + std::to_string(data.size()) + " bytes exceeds the 64 MiB limit");
   }
-  Repository& repo = p.repo;
-  BlobId id = repo.s_->crypto->Id(type, data);
-  if (repo.Has(id) || p.pending.count(id)) {
-    ++repo.stats_.blobs_deduplicated;
-    return id;
-  }
-  // Commit what is ready, then make room: the oldest job goes first, always.
-  while (!p.order.empty() && (p.OldestDone() || p.pending_bytes + data.size() > p.options.max_pending_bytes)) {
-    if (Status st = p.CommitOldest(); !st.ok()) return p.Fail(st);
-  }
-  auto job = std::make_shared<Job>();
-  job->type = type;
-  job->id = id;
-  job->plain.assign(data.begin(), data.end());
-  job->plain_len = data.size();
-  p.order.push_back(job);
-  p.pending.insert(id);
-  p.pending_bytes += data.size();
+  BlobId id = p.repo.s_->crypto->Id(type, data);
+  if (p.Known(id)) return id;
+  return p.Admit(type, id, std::vector<uint8_t>(data.begin(), data.end()));
+}
+
+BlobPipeline::Ticket BlobPipeline::PutLater(BlobType type, std::vector<uint8_t> data) {
+  Impl& p = *impl_;
+  auto t = std::make_shared<Hashing>();
+  t->type = type;
+  t->data = std::move(data);
   {
     std::lock_guard<std::mutex> lock(p.mu);
-    p.todo.push_back(std::move(job));
+    p.hash_todo.push_back(t);
   }
   p.work_cv.notify_one();
-  return id;
+  return t;
+}
+
+Result<BlobId> BlobPipeline::Resolve(const Ticket& t) {
+  Impl& p = *impl_;
+  if (!p.error.ok()) return p.error;
+  if (t->data.size() > kMaxBlobRawBytes) {
+    return InvalidArgument("blob of " + std::to_string(t->data.size()) + " bytes exceeds the 64 MiB limit");
+  }
+  {
+    std::unique_lock<std::mutex> lock(p.mu);
+    p.done_cv.wait(lock, [&] { return t->done; });
+  }
+  if (p.Known(t->id)) return t->id;
+  return p.Admit(t->type, t->id, std::move(t->data));
 }
 
 Result<BlobId> BlobPipeline::PutTree(const Tree& tree) {

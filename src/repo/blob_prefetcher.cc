@@ -10,6 +10,7 @@
 #include <mutex>
 #include <thread>
 
+#include "continuum/common/thread_priority.h"
 #include "continuum/repo/repository.h"
 #include "repo/repository_state.h"
 
@@ -150,12 +151,7 @@ Result<std::unique_ptr<BlobPrefetcher>> BlobPrefetcher::Create(Repository& repo,
     impl->cryptos.push_back(std::move(crypto));
   }
   Impl* raw = impl.get();
-  int nice = 0;
-  if (options.worker_nice > 0) {
-    errno = 0;
-    const int base = ::getpriority(PRIO_PROCESS, static_cast<id_t>(::gettid()));
-    nice = errno == 0 ? std::min(19, base + options.worker_nice) : 0;
-  }
+  const int nice = WorkerNice(options.worker_nice);
   for (size_t i = 0; i < n; ++i) {
     Crypto* c = raw->cryptos[i].get();
     raw->workers.emplace_back([raw, c, nice] {
@@ -177,9 +173,15 @@ Result<uint32_t> BlobPrefetcher::Enqueue(const BlobId& id, BlobSink sink) {
   auto job = std::make_shared<Job>();
   job->id = id;
   job->sink = std::move(sink);
-  if (const PackEntry* e = repo.s_->pack->Find(id)) {
+  const PackWriter* unsealed = repo.s_->pack.get();
+  const PackEntry* e = unsealed->Find(id);
+  if (!e && repo.s_->store_pending) {
+    unsealed = repo.s_->storing.get();
+    e = unsealed->Find(id);
+  }
+  if (e) {
     job->entry = *e;
-    auto s = repo.s_->pack->Stored(*e);
+    auto s = unsealed->Stored(*e);
     job->stored.assign(s.begin(), s.end());
   } else {
     auto loc = repo.s_->index.Find(id);

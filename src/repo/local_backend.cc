@@ -132,7 +132,9 @@ Status LocalBackend::Write(FileKind kind, const std::string& name, std::span<con
   {
     auto f = io::File::Open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0600);
     if (!f.ok()) return f.status().WithContext(context);
-    st = (*f)->PWrite(0, data);
+    // Packs past the page cache where the filesystem allows it: written once
+    // and read rarely, they would only be copied in and written back later.
+    st = kind == FileKind::kPack ? (*f)->PWriteDirect(0, data) : (*f)->PWrite(0, data);
     // fsync before rename: the final name must never point at unwritten data.
     if (st.ok()) st = (*f)->Sync();
     // Written once and read back rarely: drop it from the page cache, which

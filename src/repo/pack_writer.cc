@@ -5,17 +5,9 @@ namespace continuum::repo {
 PackWriter::PackWriter(BlobCodec* codec, Crypto* crypto) : codec_(codec), crypto_(crypto) {}
 
 Result<PackEntry> PackWriter::Add(BlobType type, const BlobId& id, std::span<const uint8_t> data) {
-  if (buf_.size() != data_end_) Unfinish();
-  if (entries_.size() >= kMaxBlobsPerPack) return FailedPrecondition("pack is full: seal it first");
-  auto e = codec_->EncodeAppend(type, id, data, &buf_);
-  if (!e.ok()) {
-    buf_.resize(data_end_);
-    return e.status();
-  }
-  data_end_ = buf_.size();
-  by_id_.emplace(id, entries_.size());
-  entries_.push_back(*e);
-  return *e;
+  scratch_.clear();
+  CONTINUUM_ASSIGN_OR_RETURN(PackEntry e, codec_->EncodeAppend(type, id, data, &scratch_));
+  return AddStored(e, scratch_);
 }
 
 Result<PackEntry> PackWriter::AddStored(PackEntry e, std::span<const uint8_t> stored) {

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "continuum/common/result.h"
+#include "continuum/io/aligned_buffer.h"
 #include "repo/blob_codec.h"
 #include "repo/index_file.h"
 
@@ -43,7 +44,9 @@ class PackWriter {
  private:
   BlobCodec* codec_;
   Crypto* crypto_;
-  std::vector<uint8_t> buf_;
+  // Page-aligned, so that the backend can write the pack past the page cache.
+  std::vector<uint8_t, io::PageAlignedAllocator<uint8_t>> buf_;
+  std::vector<uint8_t> scratch_;  // Add encodes here first
   size_t data_end_ = 0;  // Invariant: buf_[0, data_end_) holds exactly the entries' blobs.
   std::vector<PackEntry> entries_;
   std::unordered_map<BlobId, size_t, BlobIdHash> by_id_;

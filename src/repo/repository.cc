@@ -14,7 +14,7 @@ namespace continuum::repo {
 Repository::Repository() : s_(std::make_unique<State>()) {}
 
 Repository::~Repository() {
-  if (s_ && s_->pack && !s_->pack->empty()) {
+  if (s_ && ((s_->pack && !s_->pack->empty()) || s_->store_pending)) {
     Logger("repo")->warn("{}: dropping unflushed blobs at close", location_);
   }
 }

@@ -1,6 +1,8 @@
 #pragma once
 
 #include <memory>
+#include <span>
+#include <thread>
 #include <vector>
 
 #include "continuum/repo/repository.h"
@@ -24,6 +26,12 @@ inline constexpr size_t kIndexEveryBlobs = 65536;
 
 // The private state of a Repository, shared by its .cc files.
 struct Repository::State {
+  ~State() {
+    // A pack still being stored is finished (it stays unindexed, as after a
+    // crash) before the lock below is released.
+    if (store_thread.joinable()) store_thread.join();
+  }
+
   OpenOptions options;
   RepoConfig config;
   std::unique_ptr<Crypto> crypto;
@@ -32,6 +40,16 @@ struct Repository::State {
   MasterIndex index;
   std::vector<FileId> index_files;  // loaded (not superseded) index files
   std::unique_ptr<PackWriter> pack;
+  // Background stores (BlobPipeline's backups, see SealPack): `storing` holds
+  // the sealed pack a thread is writing, or whose write failed, until
+  // CompleteStore indexes it; its blobs stay findable meanwhile.
+  bool background_store = false;
+  std::unique_ptr<PackWriter> storing;
+  bool store_pending = false;
+  IndexPack store_record;
+  std::span<const uint8_t> store_bytes;  // in `storing`
+  Status store_status;                   // written by store_thread before it ends
+  std::thread store_thread;
   // Packs stored but not yet named by an index file.
   std::vector<IndexPack> unindexed;
   size_t unindexed_blobs = 0;

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <span>
 
 namespace continuum::io {
@@ -56,6 +57,19 @@ class AlignedBuffer {
   uint8_t* data_ = nullptr;
   size_t size_ = 0;
   size_t capacity_ = 0;
+};
+
+// For containers whose storage must start 4 KiB-aligned (O_DIRECT writes
+// straight from a std::vector).
+template <typename T>
+struct PageAlignedAllocator {
+  using value_type = T;
+  PageAlignedAllocator() = default;
+  template <typename U>
+  PageAlignedAllocator(const PageAlignedAllocator<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t{AlignedBuffer::kAlign})); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t{AlignedBuffer::kAlign}); }
+  friend bool operator==(const PageAlignedAllocator&, const PageAlignedAllocator&) { return true; }
 };
 
 }  // namespace continuum::io

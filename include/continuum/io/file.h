@@ -24,6 +24,10 @@ class File {
   // `zero_fill_past_eof` is set, in which case the tail is zeroed.
   Status PRead(uint64_t offset, std::span<uint8_t> out, bool zero_fill_past_eof = false) const;
   Status PWrite(uint64_t offset, std::span<const uint8_t> data);
+  // As PWrite, but when `offset` and `data` are 4 KiB-aligned the whole 4 KiB
+  // blocks go past the page cache (O_DIRECT through ReopenDirect), where the
+  // filesystem allows it: for data written once and not read back soon.
+  Status PWriteDirect(uint64_t offset, std::span<const uint8_t> data);
   Status Sync();
   Status DataSync();
   Result<uint64_t> Size() const;
@@ -41,6 +45,11 @@ class File {
 };
 
 // Writes `contents` to `path` atomically: temp file, fsync, rename, fsync dir.
+// `fd`'s file opened again, write-only, with O_DIRECT (through /proc: the very
+// file `fd` is, whatever its name now points to); -1 with errno when the
+// filesystem or the system does not allow it.
+int ReopenDirect(int fd);
+
 Status WriteFileAtomic(const std::string& path, std::string_view contents);
 Result<std::string> ReadFileToString(const std::string& path);
 Status SyncDir(const std::string& dir);

@@ -3,6 +3,7 @@
 #include <cstddef>
 #include <memory>
 #include <span>
+#include <vector>
 
 #include "continuum/common/result.h"
 #include "continuum/repo/blob_id.h"
@@ -18,6 +19,11 @@ struct BlobPipelineOptions {
   // Plaintext handed to workers but not yet appended to a pack. Beyond it, Put
   // waits for the oldest blob (this bounds the pipeline's memory).
   size_t max_pending_bytes = 16u << 20;
+  // Workers run this much nicer than the thread that creates them (Linux
+  // thread priorities; 0 keeps it). The caller reads, chunks and hashes for
+  // them: when it waits for a CPU behind them, they soon wait for it. A 2 GiB
+  // tree backup on 2 cores took ~7% less time at +5.
+  int worker_nice = 5;
 };
 
 // Stores blobs with compression and encryption on a pool of worker threads.
@@ -41,6 +47,16 @@ class BlobPipeline {
 
   // As Repository::Put. Errors of earlier blobs surface here or in Drain.
   Result<BlobId> Put(BlobType type, std::span<const uint8_t> data);
+
+  // Put in two steps, so that a blob's id (keyed SHA-256, a large share of a
+  // backup's CPU) is computed on a worker while the caller reads and chunks
+  // on: PutLater queues the hashing and returns at once; Resolve waits for
+  // the id, then stores the blob as Put would (dedup first). Blobs enter packs
+  // in Resolve order. A ticket never resolved costs only its hashing.
+  struct Hashing;
+  using Ticket = std::shared_ptr<Hashing>;
+  Ticket PutLater(BlobType type, std::vector<uint8_t> data);
+  Result<BlobId> Resolve(const Ticket& ticket);
   // As Repository::PutTree; each ref must be stored or put through this pipeline.
   Result<BlobId> PutTree(const Tree& tree);
   // Waits until every blob put so far is in the repository (in the current pack

@@ -146,7 +146,12 @@ class Repository {
   // lists the write-once files lacking the immutable flag.
   Status CheckImmutability(CheckReport* rep, std::vector<std::pair<FileKind, std::string>>* unflagged = nullptr);
   Status LoadIndex(MasterIndex* index, std::vector<FileId>* files, std::vector<std::string>* problems);
+  // Stores the current pack (on a thread when State::background_store is set,
+  // after the one in flight is complete); its blobs enter the index once it is durable.
   Status SealPack();
+  // Waits for the pack a background store is writing and indexes it.
+  Status CompleteStore();
+  Status IndexStored(IndexPack record);
   Status WriteIndex(std::vector<IndexPack> packs, std::vector<FileId> supersedes);
   // Writes `packs` as new index files (about a million entries each) of which
   // the last supersedes every index file named in `old_names`; returns how

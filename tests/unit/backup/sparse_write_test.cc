@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "backup_test_util.h"
+#include "continuum/io/file.h"
 #include "continuum/io/unique_fd.h"
 
 namespace continuum::backup {
@@ -75,7 +76,7 @@ TEST_F(SparseWriteTest, DirectWritesFromSeveralThreadsReadBackExactly) {
   io::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600));
   ASSERT_TRUE(fd);
   ASSERT_EQ(::ftruncate(fd.get(), static_cast<off_t>(c.size())), 0);
-  io::UniqueFd direct(OpenDirect(fd.get()));
+  io::UniqueFd direct(io::ReopenDirect(fd.get()));
   if (!direct) GTEST_LOG_(INFO) << "no O_DIRECT on " << dir_ << ": the page cache takes every write";
   WriteAll(c, Pieces(c.size(), 3), fd.get(), direct.get(), /*sparse=*/true);
   ASSERT_EQ(::fsync(fd.get()), 0);
@@ -102,7 +103,7 @@ TEST_F(SparseWriteTest, WriteAllDirectOverwritesWithZerosToo) {
   testing::WriteFile(path, std::vector<uint8_t>(c.size(), 0xff));
   io::UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   ASSERT_TRUE(fd);
-  io::UniqueFd direct(OpenDirect(fd.get()));
+  io::UniqueFd direct(io::ReopenDirect(fd.get()));
   WriteAll(c, Pieces(c.size(), 5), fd.get(), direct.get(), /*sparse=*/false);
   ASSERT_EQ(::fsync(fd.get()), 0);
   EXPECT_TRUE(ReadFile(path) == c);

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "continuum/repo/blob_prefetcher.h"
+#include "continuum/repo/local_backend.h"
 #include "repo_test_util.h"
 
 namespace continuum::repo {
@@ -128,6 +129,53 @@ TEST_F(BlobPipelineTest, UndrainedBlobsAreDroppedLikeACrash) {
   r.reset();
   auto again = Reopen();
   auto check = again->Check(true);
+  ASSERT_TRUE(check.ok());
+  EXPECT_TRUE(check->ok());
+}
+
+// Packs are stored on a background thread while the next one fills: a store
+// that fails (disk full) is an error at the next seal, its blobs stay
+// buffered and readable, and a Flush once space is back stores them.
+TEST_F(BlobPipelineTest, AFailedBackgroundStoreKeepsItsBlobsForTheNextFlush) {
+  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+  auto fault = std::make_unique<testing::FaultBackend>(std::make_unique<LocalBackend>(repo_));
+  testing::FaultBackend* f = fault.get();
+  auto r = Repository::Open(std::move(fault), Pw(), testing::SmallPacks());
+  ASSERT_TRUE(r.ok());
+  f->write_budget = 0;  // every store fails from now on (the owner thread writes nothing else here)
+  std::vector<std::pair<BlobId, std::vector<uint8_t>>> put;
+  Status st;
+  {
+    auto p = BlobPipeline::Create(**r, {.threads = 2});
+    ASSERT_TRUE(p.ok());
+    for (uint64_t i = 0; i < 40 && st.ok(); ++i) {
+      auto data = RandomBytes(30000, 100 + i);  // incompressible: ~9 per 256 KiB pack
+      auto id = (*p)->Put(BlobType::kData, data);
+      if (id.ok()) put.emplace_back(*id, std::move(data));
+      st = id.status();
+    }
+    if (st.ok()) st = (*p)->Drain();
+  }
+  ASSERT_EQ(st.code(), StatusCode::kResourceExhausted) << st.ToString();
+  ASSERT_GT(put.size(), 9u);
+  // The first pack's blobs are neither lost nor half-stored: still readable
+  // from memory, and no index names a pack that is not there.
+  for (size_t i = 0; i < 9; ++i) {
+    auto got = (*r)->Get(put[i].first);
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status().ToString();
+    EXPECT_EQ(*got, put[i].second);
+  }
+  f->write_budget = -1;  // space is back
+  ASSERT_TRUE((*r)->Flush().ok());
+  r->reset();
+  auto again = Reopen();
+  ASSERT_TRUE(again);
+  for (size_t i = 0; i < 9; ++i) {
+    auto got = again->Get(put[i].first);
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status().ToString();
+    EXPECT_EQ(*got, put[i].second);
+  }
+  auto check = again->Check(/*read_data=*/true);
   ASSERT_TRUE(check.ok());
   EXPECT_TRUE(check->ok());
 }

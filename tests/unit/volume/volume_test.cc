@@ -432,7 +432,9 @@ TEST_F(VolumeTest, DamagedOldUndoSegmentCostsOnlyOlderPoints) {
     for (int i = 0; i < 24; ++i) {
       auto d = Pattern(512 * 1024, i);
       ASSERT_TRUE(v->Write((i % 8) * 512 * 1024, d, false).ok());
-      if (i == 20) ASSERT_TRUE(v->AddBookmark("late", 0).ok());
+      if (i == 20) {
+        ASSERT_TRUE(v->AddBookmark("late", 0).ok());
+      }
     }
     ASSERT_TRUE(v->Close().ok());
   }
