@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <deque>
 #include <fstream>
 #include <mutex>
 #include <thread>
@@ -131,6 +132,56 @@ TEST_F(BlobPipelineTest, UndrainedBlobsAreDroppedLikeACrash) {
   auto check = again->Check(true);
   ASSERT_TRUE(check.ok());
   EXPECT_TRUE(check->ok());
+}
+
+// Hashing on the workers (PutLater, Resolve) stores exactly what Put would:
+// same ids, duplicates stored once, packs in Resolve order; a ticket that is
+// never resolved stores nothing.
+TEST_F(BlobPipelineTest, PutLaterStoresWhatPutWouldAndAnUnresolvedTicketNothing) {
+  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+  const fs::path a = dir_ / "a", b = dir_ / "b";
+  fs::copy(repo_, a, fs::copy_options::recursive);
+  fs::copy(repo_, b, fs::copy_options::recursive);
+  const auto blobs = Blobs();
+  auto ra = Repository::Open(a.string(), Pw(), testing::SmallPacks());
+  auto rb = Repository::Open(b.string(), Pw(), testing::SmallPacks());
+  ASSERT_TRUE(ra.ok() && rb.ok());
+  std::vector<BlobId> ids_a, ids_b;
+  {
+    auto p = BlobPipeline::Create(**ra, {.threads = 3, .max_pending_bytes = 200 << 10});
+    ASSERT_TRUE(p.ok());
+    for (const auto& d : blobs) ids_a.push_back(*(*p)->Put(BlobType::kData, d));
+    ASSERT_TRUE((*p)->Drain().ok());
+  }
+  BlobId never;
+  {
+    auto p = BlobPipeline::Create(**rb, {.threads = 3, .max_pending_bytes = 200 << 10});
+    ASSERT_TRUE(p.ok());
+    // Up to 7 tickets in flight, resolved oldest first, as a backup does.
+    std::deque<BlobPipeline::Ticket> tickets;
+    for (const auto& d : blobs) {
+      tickets.push_back((*p)->PutLater(BlobType::kData, d));
+      while (tickets.size() > 7) {
+        auto id = (*p)->Resolve(tickets.front());
+        ASSERT_TRUE(id.ok()) << id.status().ToString();
+        ids_b.push_back(*id);
+        tickets.pop_front();
+      }
+    }
+    for (; !tickets.empty(); tickets.pop_front()) ids_b.push_back(*(*p)->Resolve(tickets.front()));
+    auto extra = RandomBytes(5000, 999);
+    never = (*ra)->IdOf(BlobType::kData, extra);
+    (*p)->PutLater(BlobType::kData, extra);  // dropped
+    ASSERT_TRUE((*p)->Drain().ok());
+  }
+  ASSERT_TRUE((*ra)->Flush().ok());
+  ASSERT_TRUE((*rb)->Flush().ok());
+  EXPECT_EQ(ids_a, ids_b);
+  EXPECT_EQ((*ra)->stats().blobs_new, (*rb)->stats().blobs_new);
+  EXPECT_EQ((*ra)->stats().blobs_deduplicated, (*rb)->stats().blobs_deduplicated);
+  EXPECT_EQ(PackSizes(a), PackSizes(b));
+  EXPECT_FALSE((*rb)->Has(never));
+  for (size_t i = 0; i < blobs.size(); ++i) EXPECT_EQ(*(*rb)->Get(ids_b[i]), blobs[i]);
 }
 
 // Packs are stored on a background thread while the next one fills: a store
