@@ -31,7 +31,7 @@ namespace {
 
 // Chunk bytes of one file being hashed on workers before this thread waits
 // for the oldest id (see ReadContent).
-constexpr uint64_t kMaxHashingBytes = 32u << 20;
+constexpr uint64_t kMaxHashingBytes = 8u << 20;
 
 int64_t Ns(const struct timespec& t) { return int64_t{t.tv_sec} * 1000000000 + t.tv_nsec; }
 
