@@ -173,6 +173,34 @@ def test_image_of_ext4_dedups_and_restores_byte_identical(repo, tmp_path, loops)
         loops.detach(dev)
 
 
+def test_image_restores_onto_a_block_device_zeros_included(repo, tmp_path, loops):
+    # An image with data, zero regions and a size that is not a multiple of
+    # 4 KiB, restored onto a device full of other bytes: every byte of the
+    # image must land (zeros too: a device does not read as zeros where nothing
+    # was written), past the page cache where the device allows it.
+    image = tmp_path / "disk.img"
+    size = (24 << 20) + 1536
+    with open(image, "wb") as f:
+        f.truncate(size)
+        f.seek(1 << 20)
+        f.write(os.urandom(5 << 20))
+        f.seek(size - 3000)
+        f.write(os.urandom(3000))
+    p = repo.cli("backup", "image", str(image), json_out=True)
+    target = tmp_path / "device-backing"
+    with open(target, "wb") as f:
+        f.write(b"\xa5" * (size + (1 << 20)))
+    dev = loops.attach(target)
+    res = repo.cli("restore", p["id"], "--to", dev, json_out=True)
+    assert res["bytes_written"] == size, res
+    with open(dev, "rb") as f:
+        got = f.read(size)
+        rest = f.read()
+    assert hashlib.sha256(got).hexdigest() == sha(image)
+    assert rest == b"\xa5" * (1 << 20)  # nothing past the image's end
+    loops.detach(dev)
+
+
 def make_tree(src: Path):
     (src / "sub" / "deep").mkdir(parents=True)
     (src / "big.bin").write_bytes(os.urandom(5 << 20))
