@@ -37,6 +37,18 @@ class BlobPipelineTest : public testing::TempDirTest {
     return out;
   }
 
+  // Two copies of one fresh repository: they share the keys, so ids and
+  // compressed sizes agree, and equal pack sizes mean equal packing order.
+  std::pair<std::unique_ptr<Repository>, std::unique_ptr<Repository>> Twins(const fs::path& a, const fs::path& b) {
+    EXPECT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
+    fs::copy(repo_, a, fs::copy_options::recursive);
+    fs::copy(repo_, b, fs::copy_options::recursive);
+    auto ra = Repository::Open(a.string(), Pw(), testing::SmallPacks());
+    auto rb = Repository::Open(b.string(), Pw(), testing::SmallPacks());
+    if (!ra.ok() || !rb.ok()) return {};
+    return {std::move(*ra), std::move(*rb)};
+  }
+
   std::vector<uintmax_t> PackSizes(const fs::path& repo) {
     std::vector<uintmax_t> sizes;
     for (auto& e : fs::recursive_directory_iterator(repo / "data")) {
@@ -48,25 +60,17 @@ class BlobPipelineTest : public testing::TempDirTest {
 };
 
 TEST_F(BlobPipelineTest, SameBlobsAndPacksAsSequentialPut) {
-  // Two copies of one fresh repository share the keys, so ids and compressed
-  // sizes agree; equal pack sizes mean the blobs were packed in the same order.
-  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
   const fs::path a = dir_ / "a", b = dir_ / "b";
-  fs::copy(repo_, a, fs::copy_options::recursive);
-  fs::copy(repo_, b, fs::copy_options::recursive);
+  auto [ra, rb] = Twins(a, b);
+  ASSERT_TRUE(ra && rb);
   const auto blobs = Blobs();
-
-  auto ra = Repository::Open(a.string(), Pw(), testing::SmallPacks());
-  ASSERT_TRUE(ra.ok());
   std::vector<BlobId> ids_a;
-  for (const auto& d : blobs) ids_a.push_back(*(*ra)->Put(BlobType::kData, d));
-  ASSERT_TRUE((*ra)->Flush().ok());
+  for (const auto& d : blobs) ids_a.push_back(*ra->Put(BlobType::kData, d));
+  ASSERT_TRUE(ra->Flush().ok());
 
-  auto rb = Repository::Open(b.string(), Pw(), testing::SmallPacks());
-  ASSERT_TRUE(rb.ok());
   std::vector<BlobId> ids_b;
   {
-    auto p = BlobPipeline::Create(**rb, {.threads = 4, .max_pending_bytes = 200 << 10});
+    auto p = BlobPipeline::Create(*rb, {.threads = 4, .max_pending_bytes = 200 << 10});
     ASSERT_TRUE(p.ok());
     for (const auto& d : blobs) {
       auto id = (*p)->Put(BlobType::kData, d);
@@ -75,21 +79,21 @@ TEST_F(BlobPipelineTest, SameBlobsAndPacksAsSequentialPut) {
     }
     ASSERT_TRUE((*p)->Drain().ok());
   }
-  ASSERT_TRUE((*rb)->Flush().ok());
+  ASSERT_TRUE(rb->Flush().ok());
 
   EXPECT_EQ(ids_a, ids_b);
-  EXPECT_EQ((*ra)->stats().blobs_new, (*rb)->stats().blobs_new);
-  EXPECT_EQ((*ra)->stats().blobs_deduplicated, (*rb)->stats().blobs_deduplicated);
-  EXPECT_EQ((*ra)->stats().raw_bytes_new, (*rb)->stats().raw_bytes_new);
-  EXPECT_EQ((*ra)->stats().stored_bytes_new, (*rb)->stats().stored_bytes_new);
-  EXPECT_EQ((*ra)->stats().packs_written, (*rb)->stats().packs_written);
+  EXPECT_EQ(ra->stats().blobs_new, rb->stats().blobs_new);
+  EXPECT_EQ(ra->stats().blobs_deduplicated, rb->stats().blobs_deduplicated);
+  EXPECT_EQ(ra->stats().raw_bytes_new, rb->stats().raw_bytes_new);
+  EXPECT_EQ(ra->stats().stored_bytes_new, rb->stats().stored_bytes_new);
+  EXPECT_EQ(ra->stats().packs_written, rb->stats().packs_written);
   EXPECT_EQ(PackSizes(a), PackSizes(b));
   for (size_t i = 0; i < blobs.size(); ++i) {
-    auto got = (*rb)->Get(ids_b[i]);
+    auto got = rb->Get(ids_b[i]);
     ASSERT_TRUE(got.ok()) << got.status().ToString();
     EXPECT_EQ(*got, blobs[i]);
   }
-  auto check = (*rb)->Check(/*read_data=*/true);
+  auto check = rb->Check(/*read_data=*/true);
   ASSERT_TRUE(check.ok());
   EXPECT_TRUE(check->ok());
 }
@@ -138,24 +142,20 @@ TEST_F(BlobPipelineTest, UndrainedBlobsAreDroppedLikeACrash) {
 // same ids, duplicates stored once, packs in Resolve order; a ticket that is
 // never resolved stores nothing.
 TEST_F(BlobPipelineTest, PutLaterStoresWhatPutWouldAndAnUnresolvedTicketNothing) {
-  ASSERT_TRUE(Repository::Init(repo_, Pw(), testing::FastInit()).ok());
   const fs::path a = dir_ / "a", b = dir_ / "b";
-  fs::copy(repo_, a, fs::copy_options::recursive);
-  fs::copy(repo_, b, fs::copy_options::recursive);
+  auto [ra, rb] = Twins(a, b);
+  ASSERT_TRUE(ra && rb);
   const auto blobs = Blobs();
-  auto ra = Repository::Open(a.string(), Pw(), testing::SmallPacks());
-  auto rb = Repository::Open(b.string(), Pw(), testing::SmallPacks());
-  ASSERT_TRUE(ra.ok() && rb.ok());
   std::vector<BlobId> ids_a, ids_b;
   {
-    auto p = BlobPipeline::Create(**ra, {.threads = 3, .max_pending_bytes = 200 << 10});
+    auto p = BlobPipeline::Create(*ra, {.threads = 3, .max_pending_bytes = 200 << 10});
     ASSERT_TRUE(p.ok());
     for (const auto& d : blobs) ids_a.push_back(*(*p)->Put(BlobType::kData, d));
     ASSERT_TRUE((*p)->Drain().ok());
   }
   BlobId never;
   {
-    auto p = BlobPipeline::Create(**rb, {.threads = 3, .max_pending_bytes = 200 << 10});
+    auto p = BlobPipeline::Create(*rb, {.threads = 3, .max_pending_bytes = 200 << 10});
     ASSERT_TRUE(p.ok());
     // Up to 7 tickets in flight, resolved oldest first, as a backup does.
     std::deque<BlobPipeline::Ticket> tickets;
@@ -170,18 +170,18 @@ TEST_F(BlobPipelineTest, PutLaterStoresWhatPutWouldAndAnUnresolvedTicketNothing)
     }
     for (; !tickets.empty(); tickets.pop_front()) ids_b.push_back(*(*p)->Resolve(tickets.front()));
     auto extra = RandomBytes(5000, 999);
-    never = (*ra)->IdOf(BlobType::kData, extra);
+    never = ra->IdOf(BlobType::kData, extra);
     (*p)->PutLater(BlobType::kData, extra);  // dropped
     ASSERT_TRUE((*p)->Drain().ok());
   }
-  ASSERT_TRUE((*ra)->Flush().ok());
-  ASSERT_TRUE((*rb)->Flush().ok());
+  ASSERT_TRUE(ra->Flush().ok());
+  ASSERT_TRUE(rb->Flush().ok());
   EXPECT_EQ(ids_a, ids_b);
-  EXPECT_EQ((*ra)->stats().blobs_new, (*rb)->stats().blobs_new);
-  EXPECT_EQ((*ra)->stats().blobs_deduplicated, (*rb)->stats().blobs_deduplicated);
+  EXPECT_EQ(ra->stats().blobs_new, rb->stats().blobs_new);
+  EXPECT_EQ(ra->stats().blobs_deduplicated, rb->stats().blobs_deduplicated);
   EXPECT_EQ(PackSizes(a), PackSizes(b));
-  EXPECT_FALSE((*rb)->Has(never));
-  for (size_t i = 0; i < blobs.size(); ++i) EXPECT_EQ(*(*rb)->Get(ids_b[i]), blobs[i]);
+  EXPECT_FALSE(rb->Has(never));
+  for (size_t i = 0; i < blobs.size(); ++i) EXPECT_EQ(*rb->Get(ids_b[i]), blobs[i]);
 }
 
 // Packs are stored on a background thread while the next one fills: a store
