@@ -87,9 +87,10 @@ Status Repository::SealPack() {
     s.store_record = std::move(f.record);
     s.store_bytes = f.bytes;
     s.store_status = Status::Ok();
-    s.store_thread = std::thread([this] {
-      State& st = *s_;
-      st.store_status = backend_->Write(FileKind::kPack, st.store_record.pack.Hex(), st.store_bytes);
+    // The state (which joins the thread when destroyed) outlives it, and the
+    // backend outlives the state.
+    s.store_thread = std::thread([&s, backend = backend_.get()] {
+      s.store_status = backend->Write(FileKind::kPack, s.store_record.pack.Hex(), s.store_bytes);
     });
     return Status::Ok();
   }
