@@ -147,12 +147,11 @@ Result<RestoreReport> RestoreImage(repo::Repository& repo, const repo::ManifestI
   // queued before this map's are taken.
   // Declared before the prefetcher, whose destructor waits for running sinks.
   // Past the page cache where the target allows (see WriteSparseDirect).
-  const int direct_fd = io::ReopenDirect(file->fd());
-  io::UniqueFd direct_guard(direct_fd);
+  const io::UniqueFd direct(io::ReopenDirect(file->fd()));
   auto write_chunk = [&](uint64_t offset, std::span<const uint8_t> data) -> Status {
-    if (device) return WriteAllDirect(file->fd(), direct_fd, offset, data, options.target);
+    if (device) return WriteAllDirect(file->fd(), direct.get(), offset, data, options.target);
     // The file reads as zeros here: zero blocks inside chunks stay holes.
-    return WriteSparseDirect(file->fd(), direct_fd, offset, data, options.target);
+    return WriteSparseDirect(file->fd(), direct.get(), offset, data, options.target);
   };
   CONTINUUM_ASSIGN_OR_RETURN(auto prefetch, repo::BlobPrefetcher::Create(repo));
   struct QueuedMap {

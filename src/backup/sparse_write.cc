@@ -4,10 +4,9 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
-#include <memory>
 
+#include "continuum/io/aligned_buffer.h"
 #include "continuum/repo/chunker.h"
 
 namespace continuum::backup {
@@ -50,19 +49,8 @@ Status ForEachDataRun(std::span<const uint8_t> data, Fn&& fn) {
 
 // This thread's aligned buffer for direct writes (kept: a restore writes
 // thousands of runs from each worker).
-struct FreeDeleter {
-  void operator()(uint8_t* p) const { std::free(p); }
-};
-thread_local std::unique_ptr<uint8_t, FreeDeleter> bounce;
+thread_local io::AlignedBuffer bounce;
 constexpr size_t kBounceSize = 1 << 20;
-
-}  // namespace
-
-Status WriteSparse(int fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path) {
-  return ForEachDataRun(data, [&](size_t pos, size_t n) { return PwriteAll(fd, data.data() + pos, n, offset + pos, path); });
-}
-
-namespace {
 
 // Writes `data` at `offset`: whole kDirectAlign blocks through direct_fd, the
 // partial blocks at the ends through fd; with `sparse`, zero blocks are skipped.
@@ -75,11 +63,7 @@ Status WriteDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8
   const uint64_t a = (offset + kDirectAlign - 1) / kDirectAlign * kDirectAlign;
   const uint64_t b = end / kDirectAlign * kDirectAlign;
   if (direct_fd < 0 || a >= b) return plain(offset, data);
-  if (!bounce) {
-    void* p = nullptr;
-    if (::posix_memalign(&p, kDirectAlign, kBounceSize) != 0) return plain(offset, data);
-    bounce.reset(static_cast<uint8_t*>(p));
-  }
+  bounce.Resize(kBounceSize);
   // The partial blocks at either end share a block with a neighbouring blob:
   // through the page cache.
   CONTINUUM_RETURN_IF_ERROR(plain(offset, data.first(a - offset)));
@@ -90,9 +74,9 @@ Status WriteDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8
       // Through this thread's aligned buffer: a copy in user space costs a
       // fraction of one into the page cache (no page allocation, no faults).
       const size_t k = std::min(kBounceSize, n - done);
-      std::memcpy(bounce.get(), mid.data() + pos + done, k);
+      std::memcpy(bounce.data(), mid.data() + pos + done, k);
       const uint64_t at = a + pos + done;
-      ssize_t w = ::pwrite(direct_fd, bounce.get(), k, static_cast<off_t>(at));
+      ssize_t w = ::pwrite(direct_fd, bounce.data(), k, static_cast<off_t>(at));
       if (w < 0 && errno == EINTR) continue;
       if (w < 0 && errno == EINVAL) {
         // The filesystem refused this direct write: the page cache takes it.
@@ -107,6 +91,10 @@ Status WriteDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8
 }
 
 }  // namespace
+
+Status WriteSparse(int fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path) {
+  return ForEachDataRun(data, [&](size_t pos, size_t n) { return PwriteAll(fd, data.data() + pos, n, offset + pos, path); });
+}
 
 Status WriteSparseDirect(int fd, int direct_fd, uint64_t offset, std::span<const uint8_t> data,
                          const std::string& path) {

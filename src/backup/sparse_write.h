@@ -5,6 +5,7 @@
 #include <string>
 
 #include "continuum/common/status.h"
+#include "continuum/io/aligned_buffer.h"
 
 namespace continuum::backup {
 
@@ -15,7 +16,7 @@ namespace continuum::backup {
 Status WriteSparse(int fd, uint64_t offset, std::span<const uint8_t> data, const std::string& path);
 
 // Alignment of the offsets, lengths and buffers of direct writes.
-constexpr uint64_t kDirectAlign = 4096;
+constexpr uint64_t kDirectAlign = io::AlignedBuffer::kAlign;
 
 // As WriteSparse, but the whole kDirectAlign blocks of the range go through
 // `direct_fd`, the same file opened O_DIRECT (past the page cache: no copy, no

@@ -29,6 +29,11 @@ struct Job {
   bool done = false;  // GUARDED_BY(Impl::mu)
 };
 
+Status CheckBlobSize(size_t size) {
+  if (size <= kMaxBlobRawBytes) return Status::Ok();
+  return InvalidArgument("blob of " + std::to_string(size) + " bytes exceeds the 64 MiB limit");
+}
+
 }  // namespace
 
 struct BlobPipeline::Hashing {
@@ -57,15 +62,15 @@ struct BlobPipeline::Impl {
       std::shared_ptr<Hashing> hash;
       {
         std::unique_lock<std::mutex> lock(mu);
-        work_cv.wait(lock, [&] { return stop || !todo.empty() || !hash_todo.empty(); });
+        work_cv.wait(lock, [&] { return stop || !encode_queue.empty() || !hash_queue.empty(); });
         if (stop) return;
         // Hashing first: the owner thread waits for ids, the packs can wait.
-        if (!hash_todo.empty()) {
-          hash = std::move(hash_todo.front());
-          hash_todo.pop_front();
+        if (!hash_queue.empty()) {
+          hash = std::move(hash_queue.front());
+          hash_queue.pop_front();
         } else {
-          job = std::move(todo.front());
-          todo.pop_front();
+          job = std::move(encode_queue.front());
+          encode_queue.pop_front();
         }
       }
       if (hash) {
@@ -132,7 +137,7 @@ struct BlobPipeline::Impl {
     pending_bytes += size;
     {
       std::lock_guard<std::mutex> lock(mu);
-      todo.push_back(std::move(job));
+      encode_queue.push_back(std::move(job));
     }
     work_cv.notify_one();
     return id;
@@ -156,8 +161,8 @@ struct BlobPipeline::Impl {
   std::mutex mu;
   std::condition_variable work_cv;
   std::condition_variable done_cv;
-  std::deque<std::shared_ptr<Job>> todo;  // GUARDED_BY(mu)
-  std::deque<std::shared_ptr<Hashing>> hash_todo;  // GUARDED_BY(mu)
+  std::deque<std::shared_ptr<Job>> encode_queue;    // GUARDED_BY(mu): new blobs to compress and encrypt
+  std::deque<std::shared_ptr<Hashing>> hash_queue;  // GUARDED_BY(mu): PutLater's blobs to hash
   bool stop = false;                      // GUARDED_BY(mu)
 
   // Owner thread only.
@@ -201,9 +206,7 @@ Result<std::unique_ptr<BlobPipeline>> BlobPipeline::Create(Repository& repo, con
 Result<BlobId> BlobPipeline::Put(BlobType type, std::span<const uint8_t> data) {
   Impl& p = *impl_;
   if (!p.error.ok()) return p.error;
-  if (data.size() > kMaxBlobRawBytes) {
-    return InvalidArgument("blob of " + std::to_string(data.size()) + " bytes exceeds the 64 MiB limit");
-  }
+  CONTINUUM_RETURN_IF_ERROR(CheckBlobSize(data.size()));
   BlobId id = p.repo.s_->crypto->Id(type, data);
   if (p.Known(id)) return id;
   return p.Admit(type, id, std::vector<uint8_t>(data.begin(), data.end()));
@@ -216,7 +219,7 @@ BlobPipeline::Ticket BlobPipeline::PutLater(BlobType type, std::vector<uint8_t> 
   t->data = std::move(data);
   {
     std::lock_guard<std::mutex> lock(p.mu);
-    p.hash_todo.push_back(t);
+    p.hash_queue.push_back(t);
   }
   p.work_cv.notify_one();
   return t;
@@ -225,9 +228,7 @@ BlobPipeline::Ticket BlobPipeline::PutLater(BlobType type, std::vector<uint8_t> 
 Result<BlobId> BlobPipeline::Resolve(const Ticket& t) {
   Impl& p = *impl_;
   if (!p.error.ok()) return p.error;
-  if (t->data.size() > kMaxBlobRawBytes) {
-    return InvalidArgument("blob of " + std::to_string(t->data.size()) + " bytes exceeds the 64 MiB limit");
-  }
+  CONTINUUM_RETURN_IF_ERROR(CheckBlobSize(t->data.size()));
   {
     std::unique_lock<std::mutex> lock(p.mu);
     p.done_cv.wait(lock, [&] { return t->done; });

@@ -173,13 +173,8 @@ Result<uint32_t> BlobPrefetcher::Enqueue(const BlobId& id, BlobSink sink) {
   auto job = std::make_shared<Job>();
   job->id = id;
   job->sink = std::move(sink);
-  const PackWriter* unsealed = repo.s_->pack.get();
-  const PackEntry* e = unsealed->Find(id);
-  if (!e && repo.s_->store_pending) {
-    unsealed = repo.s_->storing.get();
-    e = unsealed->Find(id);
-  }
-  if (e) {
+  const PackWriter* unsealed = nullptr;
+  if (const PackEntry* e = repo.s_->FindUnsealed(id, &unsealed)) {
     job->entry = *e;
     auto s = unsealed->Stored(*e);
     job->stored.assign(s.begin(), s.end());

@@ -40,7 +40,8 @@ Status Repository::AddEncoded(const PackEntry& entry, std::span<const uint8_t> s
 }
 
 bool Repository::Has(const BlobId& id) const {
-  return s_->index.Has(id) || s_->pack->Find(id) != nullptr || (s_->store_pending && s_->storing->Find(id));
+  const PackWriter* in = nullptr;
+  return s_->index.Has(id) || s_->FindUnsealed(id, &in) != nullptr;
 }
 
 BlobId Repository::IdOf(BlobType type, std::span<const uint8_t> data) { return s_->crypto->Id(type, data); }
@@ -48,10 +49,8 @@ BlobId Repository::IdOf(BlobType type, std::span<const uint8_t> data) { return s
 Result<std::vector<uint8_t>> Repository::Get(const BlobId& id) {
   // A long restore keeps its lock fresh too, or a prune could judge it stale.
   CONTINUUM_RETURN_IF_ERROR(Refresh());
-  if (const PackEntry* e = s_->pack->Find(id)) return s_->codec->Decode(*e, s_->pack->Stored(*e), "unsealed pack");
-  if (s_->store_pending) {
-    if (const PackEntry* e = s_->storing->Find(id)) return s_->codec->Decode(*e, s_->storing->Stored(*e), "unsealed pack");
-  }
+  const PackWriter* in = nullptr;
+  if (const PackEntry* e = s_->FindUnsealed(id, &in)) return s_->codec->Decode(*e, in->Stored(*e), "unsealed pack");
   return ReadBlob(id, s_->index);
 }
 

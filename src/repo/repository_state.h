@@ -50,6 +50,14 @@ struct Repository::State {
   std::span<const uint8_t> store_bytes;  // in `storing`
   Status store_status;                   // written by store_thread before it ends
   std::thread store_thread;
+  // The blob's entry in the current pack or in the one being stored (null
+  // when in neither); *in: the writer that holds it.
+  const PackEntry* FindUnsealed(const BlobId& id, const PackWriter** in) const {
+    *in = pack.get();
+    if (const PackEntry* e = pack->Find(id)) return e;
+    *in = storing.get();
+    return store_pending ? storing->Find(id) : nullptr;
+  }
   // Packs stored but not yet named by an index file.
   std::vector<IndexPack> unindexed;
   size_t unindexed_blobs = 0;
