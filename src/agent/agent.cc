@@ -61,6 +61,19 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
       CONTINUUM_ASSIGN_OR_RETURN(mopts->default_spill_bytes, ParseSize(*v));
     }
   }
+  if (auto c = tbl["capture"].as_table()) {
+    if (auto v = (*c)["fuse_transport"].value<std::string>()) {
+      auto t = capture::ParseFuseTransport(*v);
+      if (!t.ok()) return InvalidArgument("config " + path + ": [capture] " + t.status().message());
+      mopts->fuse.transport = *t;
+    }
+    if (auto v = (*c)["ring_threads"].value<int64_t>()) {
+      if (*v < 1 || *v > 64) {
+        return InvalidArgument("config " + path + ": [capture] ring_threads must be 1..64, got " + std::to_string(*v));
+      }
+      mopts->fuse.ring_threads_per_queue = static_cast<int>(*v);
+    }
+  }
   if (auto h = tbl["hooks"].as_table()) {
     for (auto& [vol, val] : *h) {
       if (auto t = val.as_table()) {

@@ -66,7 +66,7 @@ Result<std::unique_ptr<VolumeManager>> VolumeManager::Start(const ManagerOptions
   // Loop devices left by a crashed agent still point at its (dead) FUSE files;
   // release them before the stale mount is replaced and their paths change.
   m->CleanStaleLoops(opts.state_dir + "/dev/");
-  auto fuse = capture::FuseExporter::Start(opts.state_dir + "/dev");
+  auto fuse = capture::FuseExporter::Start(opts.state_dir + "/dev", opts.fuse);
   if (!fuse.ok()) return fuse.status().WithContext("start device exporter");
   m->fuse_ = std::move(fuse).value();
   CONTINUUM_RETURN_IF_ERROR(m->LoadAll());
@@ -455,6 +455,7 @@ Result<nlohmann::json> VolumeManager::Describe(const std::string& name) {
                    {"up", m->loop != nullptr},
                    {"device", m->device.empty() ? nlohmann::json(nullptr) : nlohmann::json(m->device)},
                    {"exports", m->exports}};
+  if (m->loop && fuse_) j["capture_transport"] = "FUSE " + fuse_->TransportInfo().transport;
   if (!m->volume) {
     j["state"] = "failed";
     j["error"] = m->error;

@@ -24,6 +24,7 @@
 
 #include "capture/fuse_file_table.h"
 #include "capture/fuse_ops.h"
+#include "capture/fuse_uring.h"
 #include "continuum/common/log.h"
 #include "continuum/io/file.h"
 
@@ -123,14 +124,15 @@ struct FuseExporter::Loop {
 FuseExporter::FuseExporter(std::string mountpoint, std::shared_ptr<FuseFileTable> files)
     : mountpoint_(std::move(mountpoint)), files_(std::move(files)) {}
 
-Result<std::unique_ptr<FuseExporter>> FuseExporter::Start(const std::string& mountpoint) {
+Result<std::unique_ptr<FuseExporter>> FuseExporter::Start(const std::string& mountpoint,
+                                                         const FuseExporterOptions& options) {
   static std::once_flag log_once;
   std::call_once(log_once, [] { fuse_set_log_func(LogFromLibfuse); });
   if (mountpoint.empty()) return InvalidArgument("fuse exporter: empty mountpoint");
   std::string mp = std::filesystem::absolute(mountpoint).lexically_normal().string();
   if (mp.size() > 1 && mp.back() == '/') mp.pop_back();
   auto exporter = std::unique_ptr<FuseExporter>(new FuseExporter(mp, std::make_shared<FuseFileTable>()));
-  CONTINUUM_RETURN_IF_ERROR(exporter->Mount());
+  CONTINUUM_RETURN_IF_ERROR(exporter->Mount(options));
   // The loop shares what it touches (session, file table), so a loop that
   // refuses to end can be abandoned without touching freed memory.
   auto loop = std::make_shared<Loop>();
@@ -141,7 +143,63 @@ Result<std::unique_ptr<FuseExporter>> FuseExporter::Start(const std::string& mou
   return exporter;
 }
 
-Status FuseExporter::Mount() {
+void FuseExporter::AttachUring(const FuseExporterOptions& options) {
+  auto log = Logger("fuse");
+  if (options.transport == FuseTransport::kDevFuse) return;
+  if (!FuseUring::KernelSupports()) {
+    if (options.transport == FuseTransport::kIoUring) {
+      log->warn("fuse transport io_uring requested, but this kernel has no FUSE over io_uring "
+                "(CONFIG_FUSE_IO_URING, Linux 6.14+); serving {} through /dev/fuse", mountpoint_);
+    }
+    return;
+  }
+  if (!FuseUring::KernelEnabled()) {
+    Status st = FuseUring::EnableInKernel();
+    if (!st.ok()) {
+      log->warn("{}; serving {} through /dev/fuse", st.ToString(), mountpoint_);
+      return;
+    }
+    log->info("switched on FUSE over io_uring in the kernel (/sys/module/fuse/parameters/enable_uring)");
+  }
+  auto uring = FuseUring::Attach(session_, {.threads_per_queue = options.ring_threads_per_queue});
+  if (!uring.ok()) {
+    log->warn("{}; serving {} through /dev/fuse", uring.status().ToString(), mountpoint_);
+    return;
+  }
+  uring_ = std::move(uring).value();
+}
+
+FuseTransportInfo FuseExporter::TransportInfo() const {
+  FuseTransportInfo info{"/dev/fuse", 0, 0};
+  if (!uring_) return info;
+  FuseUring::Stats s = uring_->GetStats();
+  if (s.negotiated) info.transport = "io_uring";
+  info.rings = s.threads;
+  info.ring_requests = s.requests;
+  return info;
+}
+
+Result<FuseTransport> ParseFuseTransport(const std::string& text) {
+  if (text == "auto") return FuseTransport::kAuto;
+  if (text == "io_uring") return FuseTransport::kIoUring;
+  if (text == "dev_fuse") return FuseTransport::kDevFuse;
+  return InvalidArgument("fuse transport '" + text + "': expected auto, io_uring or dev_fuse");
+}
+
+FuseExporterOptions FuseExporterOptions::FromEnvironment() {
+  FuseExporterOptions options;
+  if (const char* env = std::getenv("CONTINUUM_FUSE_TRANSPORT"); env != nullptr && *env != '\0') {
+    auto t = ParseFuseTransport(env);
+    if (t.ok()) {
+      options.transport = *t;
+    } else {
+      Logger("fuse")->warn("CONTINUUM_FUSE_TRANSPORT: {}; using auto", t.status().message());
+    }
+  }
+  return options;
+}
+
+Status FuseExporter::Mount(const FuseExporterOptions& options) {
   CONTINUUM_RETURN_IF_ERROR(PrepareMountpoint(mountpoint_));
   // default_permissions: the kernel checks modes, so we need no access op.
   const char* argv[] = {"continuum", "-o", "default_permissions,fsname=continuum,subtype=continuum"};
@@ -155,6 +213,7 @@ Status FuseExporter::Mount() {
     return Status(StatusCode::kIoError, "mount fuse at " + mountpoint_ + " failed (see libfuse log)");
   }
   connection_id_ = ConnectionId(mountpoint_);
+  AttachUring(options);
   return Status::Ok();
 }
 
@@ -245,6 +304,7 @@ Status FuseExporter::Stop() {
     }
   }
   loop_->thread.join();
+  if (uring_) uring_->Stop();
   if (loop_->result != 0 && loop_->result != -ENODEV) {
     log->warn("fuse loop at {} ended with {}", mountpoint_, std::strerror(-loop_->result));
   }

@@ -55,6 +55,7 @@ void PrintVolumeDetail(const nlohmann::json& v) {
   std::printf("state:         %s\n", Str(v, "state").c_str());
   if (v.contains("error")) std::printf("error:         %s\n", Str(v, "error").c_str());
   std::printf("device:        %s\n", Str(v, "device").c_str());
+  if (v.contains("capture_transport")) std::printf("capture:       %s\n", Str(v, "capture_transport").c_str());
   std::printf("backing:       %s\n", Str(v, "backing").c_str());
   std::printf("size:          %s\n", FormatSize(v["size"].get<uint64_t>()).c_str());
   if (v.value("cdp", true)) {

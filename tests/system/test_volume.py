@@ -207,3 +207,55 @@ def test_changed_block_bitmap(agent, tmp_path):
         os.fsync(f.fileno())
     ch = agent.cli("bitmap", "show", "db", "nightly", json_out=True)
     assert ch["extents"] == [{"offset": 10 << 20, "length": 65536}]
+
+
+URING_PARAM = Path("/sys/module/fuse/parameters/enable_uring")
+
+
+def _write_and_check(a, name, tmp_path):
+    dev = a.cli("volume", "up", name).stdout.strip()
+    data = os.urandom(1 << 20)
+    with open(dev, "r+b", buffering=0) as f:
+        f.seek(3 << 20)
+        f.write(data)
+        os.fsync(f.fileno())
+    with open(dev, "rb", buffering=0) as f:
+        f.seek(3 << 20)
+        assert f.read(1 << 20) == data
+    return a.cli("volume", "status", name, json_out=True)
+
+
+def test_capture_transport_is_configurable(make_agent, tmp_path):
+    # dev_fuse: the classic transport, whatever the kernel offers.
+    a = make_agent("classic")
+    cfg = a.root / "agent.toml"
+    cfg.write_text('[capture]\nfuse_transport = "dev_fuse"\n')
+    a.start(["--config", str(cfg)])
+    a.cli("volume", "create", "v", "--backing", str(tmp_path / "v.img"), "--size", "64M")
+    st = _write_and_check(a, "v", tmp_path)
+    assert st["capture_transport"] == "FUSE /dev/fuse"
+    assert "capture:       FUSE /dev/fuse" in a.cli("volume", "status", "v").stdout
+    a.cli("volume", "down", "v")
+    a.stop()
+
+    # auto (the default): io_uring where the kernel has it, switched on by the agent.
+    b = make_agent("auto")
+    b.start()
+    b.cli("volume", "create", "w", "--backing", str(tmp_path / "w.img"), "--size", "64M")
+    st = _write_and_check(b, "w", tmp_path)
+    if URING_PARAM.exists():
+        assert URING_PARAM.read_text().strip() == "Y"
+        assert st["capture_transport"] == "FUSE io_uring"
+    else:
+        assert st["capture_transport"] == "FUSE /dev/fuse"
+    b.cli("volume", "down", "w")
+
+
+def test_bad_capture_transport_is_a_clear_error(tmp_path):
+    cfg = tmp_path / "agent.toml"
+    cfg.write_text('[capture]\nfuse_transport = "uring"\n')
+    from conftest import BIN
+    r = run([BIN, "agent", "--config", str(cfg), "--state-dir", str(tmp_path / "s"),
+             "--control", str(tmp_path / "s.sock")], check=False, timeout=20)
+    assert r.returncode == 2
+    assert "fuse transport 'uring'" in r.stderr and "auto, io_uring or dev_fuse" in r.stderr

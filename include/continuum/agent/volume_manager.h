@@ -54,6 +54,8 @@ struct ManagerOptions {
   uint64_t default_cache_bytes = 128ull << 20;
   uint64_t default_spill_bytes = 4ull << 30;
   std::map<std::string, Hooks> hooks;  // per volume, from the agent config
+  // How the device files reach the kernel ([capture] in the agent config).
+  capture::FuseExporterOptions fuse = capture::FuseExporterOptions::FromEnvironment();
 };
 
 // Owns every protected volume of an agent: their pipelines, their devices

@@ -14,6 +14,31 @@ struct fuse_session;
 namespace continuum::capture {
 
 class FuseFileTable;
+class FuseUring;
+
+// How the kernel hands FUSE requests to the exporter (ADR 0010).
+enum class FuseTransport {
+  kAuto,     // io_uring where the kernel has it (switching its enable_uring on), else /dev/fuse
+  kIoUring,  // as kAuto, but a kernel without it is worth a warning
+  kDevFuse,  // read/write of /dev/fuse only (libfuse's loop)
+};
+// "auto", "io_uring" or "dev_fuse".
+Result<FuseTransport> ParseFuseTransport(const std::string& text);
+
+struct FuseExporterOptions {
+  FuseTransport transport = FuseTransport::kAuto;
+  int ring_threads_per_queue = 4;  // io_uring: ring threads per CPU queue
+
+  // The defaults, with CONTINUUM_FUSE_TRANSPORT (auto|io_uring|dev_fuse)
+  // applied when it is set: how benchmarks and tests pick a transport.
+  static FuseExporterOptions FromEnvironment();
+};
+
+struct FuseTransportInfo {
+  std::string transport;   // "io_uring" once the kernel sends requests through the rings, else "/dev/fuse"
+  int rings = 0;           // ring threads (one io_uring each)
+  uint64_t ring_requests = 0;
+};
 
 // Exports BlockTargets as regular files of one FUSE mount, for a kernel loop
 // device to turn into block devices (losetup --direct-io=on <mountpoint>/<name>).
@@ -35,7 +60,8 @@ class FuseExporter {
   // served by worker threads of its own. A stale mount left by a crashed
   // process ("transport endpoint is not connected") is lazily unmounted first;
   // a live FUSE mount there is kFailedPrecondition.
-  static Result<std::unique_ptr<FuseExporter>> Start(const std::string& mountpoint);
+  static Result<std::unique_ptr<FuseExporter>> Start(
+      const std::string& mountpoint, const FuseExporterOptions& options = FuseExporterOptions::FromEnvironment());
 
   // Stop()s; an error is logged.
   ~FuseExporter();
@@ -51,6 +77,7 @@ class FuseExporter {
   Status RemoveFile(const std::string& name);
   std::string PathOf(const std::string& name) const;
   const std::string& mountpoint() const { return mountpoint_; }
+  FuseTransportInfo TransportInfo() const;
 
   // Unmounts and joins the worker threads; idempotent. Files still present are
   // fine. If a file is still open, the FUSE connection is aborted (its users
@@ -61,7 +88,8 @@ class FuseExporter {
   struct Loop;  // the session loop's thread and completion, shared with it
 
   FuseExporter(std::string mountpoint, std::shared_ptr<FuseFileTable> files);
-  Status Mount();
+  Status Mount(const FuseExporterOptions& options);
+  void AttachUring(const FuseExporterOptions& options);
   // Runs the multi-threaded session loop on the loop's thread.
   static void Serve(Loop& loop, fuse_session* se, const std::string& mountpoint);
   // Waits for the loop to end; false on timeout.
@@ -73,6 +101,7 @@ class FuseExporter {
   fuse_session* session_ = nullptr;  // set by Mount, cleared by Stop (under stop_mu_)
   uint32_t connection_id_ = 0;       // /sys/fs/fuse/connections/<id>, 0 if unknown
   std::shared_ptr<Loop> loop_;
+  std::unique_ptr<FuseUring> uring_;  // FUSE over io_uring, when the kernel offers it
 };
 
 }  // namespace continuum::capture
