@@ -58,6 +58,9 @@ Result<std::unique_ptr<CdpStore>> CdpStore::Open(const Options& opts) {
       // blocks only in a reused one (ADR 0006).
       .preallocate = true,
       .spare_segments = 1,
+      // ... and with zero-filled spares, small records overwrite written
+      // blocks from the first segment on (ADR 0011).
+      .zero_fill_spares = true,
   };
   auto visit = [&](const journal::RecordHeader& h, const journal::RecordLocation& loc) -> Status {
     if (!partial.empty() && partial.back().seq != h.seq) partial.clear();
@@ -178,6 +181,8 @@ Status CdpStore::AppendBookmark(uint64_t seq, int64_t ts_ns, const std::string& 
 }
 
 Status CdpStore::Sync() { return log_->Sync(); }
+
+Result<bool> CdpStore::PrepareSpare() { return log_->PrepareSpare(); }
 
 Status CdpStore::Rebase(const Point& p) {
   std::lock_guard lock(mu_);

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cinttypes>
 #include <cstdio>
 #include <cstring>
@@ -18,6 +19,20 @@
 
 namespace continuum::journal {
 namespace {
+
+// Page-cache writeback writes whole pages: a block an append touched is
+// written in full.
+constexpr uint64_t kSettleBlock = 4096;
+uint64_t AlignUp(uint64_t v) { return (v + kSettleBlock - 1) / kSettleBlock * kSettleBlock; }
+constexpr std::chrono::nanoseconds kWriteBackInterval = std::chrono::microseconds(200);
+constexpr uint64_t kSmallRecordBytes = 64 * 1024;  // PrepareSpare: below this average, zero-fill ahead
+constexpr uint64_t kZeroChunk = 1 << 20;
+constexpr uint64_t kReadAheadBytes = 1 << 20;
+
+int64_t MonotonicNowNs() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 
 bool ParseSegmentName(const char* name, uint64_t* first_seq) {
   size_t len = std::strlen(name);
@@ -102,7 +117,57 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const Options& opts, const 
     log->total_bytes_ += seg->bytes;
     if (seg->last_seq > log->last_seq_) log->last_seq_ = seg->last_seq;
   }
+  if (opts.zero_fill_spares && opts.spare_segments > 0 && log->segments_.empty() && log->spares_.empty()) {
+    // A new log: its first segment is already written blocks. Best effort:
+    // on a full disk the log still opens and allocates as it goes.
+    Status st = log->MakeZeroSpare();
+    if (!st.ok()) Logger("journal")->warn("{} (segments are allocated as they fill)", st.message());
+  }
   return log;
+}
+
+Result<bool> SegmentLog::PrepareSpare() {
+  if (!opts_.zero_fill_spares) return false;
+  {
+    std::lock_guard lock(mu_);
+    if (spares_.size() >= opts_.spare_segments || segments_.empty()) return false;
+    const Segment& newest = *segments_.rbegin()->second;
+    if (newest.records == 0 || newest.bytes / newest.records >= kSmallRecordBytes) return false;
+  }
+  CONTINUUM_RETURN_IF_ERROR(MakeZeroSpare());
+  return true;
+}
+
+Status SegmentLog::MakeZeroSpare() {
+  std::string path;
+  {
+    std::lock_guard lock(mu_);
+    path = SparePath(next_spare_++);
+  }
+  CONTINUUM_ASSIGN_OR_RETURN(auto file, io::File::Open(path, O_RDWR | O_CREAT | O_EXCL, 0600));
+  auto fail = [&](const Status& st) {
+    ::unlink(path.c_str());
+    return st.WithContext("zero-fill journal spare " + path);
+  };
+  io::AlignedBuffer zeros(kZeroChunk);
+  std::memset(zeros.data(), 0, zeros.size());
+  for (uint64_t off = 0; off < opts_.segment_bytes; off += kZeroChunk) {
+    const uint64_t n = std::min<uint64_t>(kZeroChunk, opts_.segment_bytes - off);
+    Status st = file->PWriteDirect(off, std::span<const uint8_t>(zeros.data(), n));
+    if (!st.ok()) return fail(st);
+  }
+  Status st = file->DataSync();
+  if (st.ok()) st = io::SyncDir(opts_.dir);
+  if (!st.ok()) return fail(st);
+  auto seg = std::make_shared<Segment>();
+  seg->file = std::move(file);
+  std::lock_guard lock(mu_);
+  if (spares_.size() >= opts_.spare_segments) {  // a retired segment got there first
+    ::unlink(path.c_str());
+    return Status::Ok();
+  }
+  spares_.push_back({std::move(seg), path});
+  return Status::Ok();
 }
 
 Status SegmentLog::ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last,
@@ -206,6 +271,10 @@ Result<std::shared_ptr<Segment>> SegmentLog::TakeSpareLocked(uint64_t first_seq)
     auto seg = std::make_shared<Segment>();
     seg->first_seq = first_seq;
     CONTINUUM_ASSIGN_OR_RETURN(seg->file, io::File::Open(path, O_RDWR));
+    // Its former records were written and synced, and it was cut to them when
+    // it was sealed: those whole blocks need no metadata when overwritten.
+    auto size = seg->file->Size();
+    if (size.ok()) seg->settled = *size / kSettleBlock * kSettleBlock;
     return seg;
   }
   return std::shared_ptr<Segment>();
@@ -235,6 +304,8 @@ Status SegmentLog::StartSegmentLocked(uint64_t first_seq) {
     if (!st.ok() && st.sys_errno() != EOPNOTSUPP) {
       Logger("journal")->debug("{}: preallocation failed: {}", seg->file->path(), st.message());
     }
+    seg->preallocated = st.ok();
+    if (!st.ok()) seg->settled = 0;
   }
   CONTINUUM_RETURN_IF_ERROR(io::SyncDir(opts_.dir));
   segments_[first_seq] = seg;
@@ -262,6 +333,7 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     seg->bytes += written;
     seg->last_seq = h.seq;
     seg->last_ts_ns = h.ts_ns;
+    ++seg->records;
     total_bytes_ += written;
     if (h.seq > last_seq_) last_seq_ = h.seq;
     dirty_ = true;
@@ -274,6 +346,15 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     if (st.ok()) return appended(rec_offset, written);
     if (!unsupported) return st;
     direct_failed_ = true;  // no O_DIRECT here (tmpfs): buffered from now on
+  }
+  // A buffered append over written blocks (a recycled or zero-filled
+  // segment) must read the page it starts: read the segment ahead of the
+  // appends instead, in large asynchronous reads.
+  if (seg->bytes + rec_bytes > seg->warmed && seg->bytes < seg->settled) {
+    const uint64_t from = std::max(seg->warmed, seg->bytes / kSettleBlock * kSettleBlock);
+    const uint64_t len = std::min(kReadAheadBytes, seg->settled - from);
+    (void)::posix_fadvise(seg->file->fd(), static_cast<off_t>(from), static_cast<off_t>(len), POSIX_FADV_WILLNEED);
+    seg->warmed = from + len;
   }
   // One pwrite for header + payload keeps a record contiguous in the page cache.
   // Header and payload in one pwritev: no copy of the payload here.
@@ -295,6 +376,14 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
   if (!st.ok()) {
     // Leave bytes unchanged: the next append overwrites the partial record.
     return st;
+  }
+  const int64_t now = MonotonicNowNs();
+  if (writeback_on_append_ && now - last_writeback_ns_ >= kWriteBackInterval.count()) {
+    last_writeback_ns_ = now;
+    // Only starts the writes (a page already under writeback is left for the
+    // next call); a failure here is caught by the flush that waits.
+    (void)::sync_file_range(seg->file->fd(), static_cast<off64_t>(seg->bytes), static_cast<off64_t>(rec_bytes),
+                            SYNC_FILE_RANGE_WRITE);
   }
   return appended(seg->bytes, rec_bytes);
 }
@@ -365,19 +454,54 @@ Status SegmentLog::AppendDirectLocked(Segment* seg, const RecordHeader& h, std::
 Status SegmentLog::Sync() {
   std::lock_guard sync_lock(sync_mu_);
   std::shared_ptr<Segment> seg;
+  uint64_t end = 0;
   {
     std::lock_guard lock(mu_);
     if (!dirty_ || segments_.empty()) return Status::Ok();
     dirty_ = false;
     seg = segments_.rbegin()->second;
+    end = seg->bytes;
   }
   // Older segments were synced when the newer one was started.
   Status st = seg->file->DataSync();
+  std::lock_guard lock(mu_);
   if (!st.ok()) {
-    std::lock_guard lock(mu_);
     dirty_ = true;
+    return st;
+  }
+  // Every block the appends up to `end` touched was written whole (a page)
+  // and is now committed: later appends into them change no metadata.
+  if (seg->preallocated) {
+    seg->settled = std::max(seg->settled, std::min(AlignUp(end), opts_.segment_bytes));
   }
   return st;
+}
+
+Result<std::optional<SettledWriteBack>> SegmentLog::WriteBackSettled() {
+  SettledWriteBack wb;
+  {
+    std::lock_guard lock(mu_);
+    if (segments_.empty()) return std::optional<SettledWriteBack>(SettledWriteBack{});
+    wb.segment = segments_.rbegin()->second;
+    wb.end = wb.segment->bytes;
+    if (!dirty_) return std::optional<SettledWriteBack>(wb);
+    if (!wb.segment->preallocated || wb.end > wb.segment->settled) return std::optional<SettledWriteBack>();
+  }
+  // Appends complete under mu_, so every byte below `end` is in the page
+  // cache; write the dirty pages back and wait for the writes to complete.
+  int rc;
+  do {
+    rc = ::sync_file_range(wb.segment->file->fd(), 0, static_cast<off64_t>(wb.end),
+                           SYNC_FILE_RANGE_WAIT_BEFORE | SYNC_FILE_RANGE_WRITE | SYNC_FILE_RANGE_WAIT_AFTER);
+  } while (rc != 0 && errno == EINTR);
+  if (rc != 0) return PosixError("write back " + wb.segment->file->path(), errno);
+  return std::optional<SettledWriteBack>(wb);
+}
+
+void SegmentLog::MarkDurable(const SettledWriteBack& wb) {
+  std::lock_guard lock(mu_);
+  if (segments_.empty() || segments_.rbegin()->second != wb.segment) return;  // a newer segment is dirty
+  if (wb.segment->bytes == wb.end) dirty_ = false;
 }
 
 Status SegmentLog::ReadPayload(const RecordLocation& loc, uint64_t offset_in_payload,

@@ -12,6 +12,7 @@
 #include "continuum/common/checksum.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
+#include "continuum/io/flush_domain.h"
 
 namespace continuum::volume {
 namespace {
@@ -118,10 +119,16 @@ Status Volume::Recover() {
   };
   auto wlog = journal::SegmentLog::Open(
       {.dir = dir_ + "/wlog", .magic = journal::kWriteLogMagic, .segment_bytes = 64ull << 20,
-       .verify_all_payloads = true, .preallocate = true, .spare_segments = 1},
+       .verify_all_payloads = true, .preallocate = true, .spare_segments = 1, .zero_fill_spares = true},
       visit);
   if (!wlog.ok()) return wlog.status().WithContext("volume " + cfg_.name + ": open write log");
   wlog_ = std::move(wlog).value();
+  std::string why_not;
+  wlog_shares_flush_ = io::SharesCacheFlush(cfg_.backing, dir_ + "/wlog", &why_not);
+  wlog_->SetWriteBackOnAppend(wlog_shares_flush_);
+  Logger("volume")->debug("volume {}: write log {} the backing's cache flush{}", cfg_.name,
+                          wlog_shares_flush_ ? "shares" : "does not share",
+                          wlog_shares_flush_ ? "" : " (" + why_not + ")");
   // A replica holds a seq only once its record (with the data) is in the write
   // log: an undo record alone is a write whose log append failed (a full
   // disk), which the source must send again. (On a source such a seq was
@@ -667,7 +674,21 @@ Status Volume::Flush() {
     ++flushes_;
   }
   // Every acknowledged write is in the mirror (its undo record already
-  // synced); make the mirror and the write log durable, both at once.
+  // synced); make the mirror and the write log durable.
+  //
+  // Shared flush (ADR 0011): when the write log's new records sit in blocks
+  // that need no metadata, writing their pages back before the mirror's
+  // fdatasync is enough: the cache flush that ends it covers both files.
+  if (wlog_shares_flush_) {
+    auto wb = wlog_->WriteBackSettled();
+    if (!wb.ok()) return wb.status().WithContext("volume " + cfg_.name + ": flush write log");
+    if (wb->has_value()) {
+      Status st = mirror_->DataSync();
+      if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
+      wlog_->MarkDurable(**wb);
+      return WaitAck(LastSeq());
+    }
+  }
   uint64_t ticket = 0;
   {
     std::lock_guard lock(wsync_mu_);

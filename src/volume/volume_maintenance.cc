@@ -54,6 +54,11 @@ void Volume::MaintenanceLoop() {
       writes_at_last_checkpoint_ = writes;
     }
     if (stop) return;
+    // Zero-filled spares ahead of the next segment (ADR 0011); a failure (a
+    // full disk) only costs speed: segments are then allocated as they fill.
+    for (Result<bool> made : {PrepareWlogSpare(), PrepareUndoSpare()}) {
+      if (!made.ok()) Logger("volume")->warn("volume {}: {}", cfg_.name, made.status().message());
+    }
   }
 }
 

@@ -86,6 +86,9 @@ class CdpStore {
   void NoteSeq(uint64_t seq, int64_t ts_ns);
   // Makes the appended records durable. Must precede the mirror writes.
   Status Sync();
+  // A zero-filled spare segment for the undo journal, ahead of use
+  // (journal::SegmentLog::PrepareSpare).
+  Result<bool> PrepareSpare();
   // Seeding (cascade, docs/adr/0004-replication.md): the volume's contents
   // were written at `p` without undo history; `p` becomes the oldest and the
   // latest point (durably, base.json). Refuses a store that holds records.

@@ -1,10 +1,12 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <string>
 #include <vector>
@@ -23,8 +25,21 @@ struct Segment {
   uint64_t last_seq = 0;    // highest seq recorded (0 when empty)
   int64_t last_ts_ns = 0;
   uint64_t bytes = 0;       // valid bytes (the append position)
+  uint64_t records = 0;     // records appended since this process opened it
   std::unique_ptr<io::File> file;
   std::unique_ptr<io::File> direct;  // O_DIRECT descriptor for large appends (opened on demand)
+  // Bytes from the start that sit in blocks already written and committed
+  // (their extents converted, the file size covering them): appends below it
+  // change no file-system metadata. Guarded by the log's lock.
+  uint64_t settled = 0;
+  bool preallocated = false;  // fallocate'd to segment_bytes (the size never grows below that)
+  uint64_t warmed = 0;        // read ahead (WILLNEED) up to here, for appends over settled blocks
+};
+
+// What WriteBackSettled wrote back: the newest segment up to `end`.
+struct SettledWriteBack {
+  std::shared_ptr<Segment> segment;
+  uint64_t end = 0;
 };
 
 // Where a record's payload lives.
@@ -65,6 +80,11 @@ class SegmentLog {
     // already written, which needs no metadata change at all (ADR 0006).
     // 0 = unlink trimmed segments.
     uint32_t spare_segments = 0;
+    // Spares are files of zeros (written blocks) made ahead of use: Open
+    // makes one for an empty log, PrepareSpare more while records are small.
+    // Small appends then never convert unwritten extents, so their fdatasync
+    // is a page write and a cache flush, never a journal commit (ADR 0011).
+    bool zero_fill_spares = false;
   };
   struct DamagedSegment {
     std::string path;
@@ -86,6 +106,29 @@ class SegmentLog {
                                 bool may_start_segment = true);
   // Makes every appended record durable.
   Status Sync();
+
+  // With zero_fill_spares: when there are fewer spares than spare_segments
+  // and the newest segment's records average under 64 KiB (larger ones go
+  // with O_DIRECT and pay their block conversion once per record anyway),
+  // writes one more spare of segment_bytes zeros and syncs it. Slow (a
+  // segment of writes): call it off the write path. True if it made one.
+  Result<bool> PrepareSpare();
+
+  // The first half of a shared flush (ADR 0011). When every record since the
+  // last Sync lies in settled blocks of the newest segment, writes their dirty
+  // pages back and waits for that I/O, without a cache flush: a device cache
+  // flush that starts after this returns makes the records durable. The
+  // caller issues that flush (an fdatasync of another file on the same ext4
+  // device) and then calls MarkDurable. Returns nullopt when the records need
+  // metadata made durable too (fresh blocks, a new segment): call Sync().
+  Result<std::optional<SettledWriteBack>> WriteBackSettled();
+  // The flush after WriteBackSettled succeeded: the log is clean up to `wb`.
+  void MarkDurable(const SettledWriteBack& wb);
+  // Start writing a buffered append's pages back at once (no wait), so that
+  // by the next WriteBackSettled they are usually on the device already. At
+  // most one start per 200 µs: a busy log is written back by its flushes, not
+  // a page write per record.
+  void SetWriteBackOnAppend(bool on) { writeback_on_append_ = on; }
 
   Status ReadPayload(const RecordLocation& loc, uint64_t offset_in_payload,
                      std::span<uint8_t> out) const;
@@ -124,6 +167,8 @@ class SegmentLog {
   explicit SegmentLog(Options opts) : opts_(std::move(opts)) {}
   Status ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last, const Visitor& visit);
   Status StartSegmentLocked(uint64_t first_seq);
+  // Writes a spare of zeros (outside mu_) and adds it to spares_.
+  Status MakeZeroSpare();
   // Clears the bytes of `seg` from `pos` on (the newest segment after Open).
   Status ClearTail(Segment* seg, uint64_t pos, uint64_t size);
   // Unlinks `seg`'s file, or renames it to a spare. REQUIRES: mu_.
@@ -134,7 +179,9 @@ class SegmentLog {
   std::string SparePath(uint64_t n) const;
 
   Options opts_;
+  std::atomic<bool> writeback_on_append_{false};
   mutable std::mutex mu_;
+  int64_t last_writeback_ns_ = 0;  // GUARDED_BY(mu_): when an append last started a writeback
   std::map<uint64_t, std::shared_ptr<Segment>> segments_;  // GUARDED_BY(mu_), key = first_seq
   uint64_t total_bytes_ = 0;                               // GUARDED_BY(mu_)
   uint64_t last_seq_ = 0;                                  // GUARDED_BY(mu_)

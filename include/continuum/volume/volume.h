@@ -271,6 +271,9 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   std::unique_ptr<io::File> mirror_;
   bool mirror_is_blockdev_ = false;
   bool mirror_direct_ = false;  // opened with O_DIRECT (not on tmpfs and the like)
+  Result<bool> PrepareWlogSpare() { return wlog_->PrepareSpare(); }
+  Result<bool> PrepareUndoSpare() { return cdp_ ? cdp_->PrepareSpare() : Result<bool>(false); }
+  bool wlog_shares_flush_ = false;  // io::SharesCacheFlush(backing, write log): ADR 0011
   std::unique_ptr<journal::SegmentLog> wlog_;
   std::unique_ptr<cdp::CdpStore> cdp_;
   std::unique_ptr<ChangeTracker> tracker_;

@@ -2,6 +2,10 @@
 #include "continuum/journal/log_reader.h"
 
 #include <gtest/gtest.h>
+#include <fcntl.h>
+#include <linux/fiemap.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -367,6 +371,177 @@ TEST_F(SegmentLogTest, SegmentsOfVersionOneStillRead) {
   Seen again;
   ASSERT_TRUE(OpenCollect(Opts(), &again).ok());
   EXPECT_EQ(again.seqs.back(), 5u);
+}
+
+}  // namespace
+}  // namespace continuum::journal
+
+namespace continuum::journal {
+namespace {
+
+// WriteBackSettled (ADR 0011) offers the shared flush only where an append
+// changes no metadata: blocks of a preallocated segment that were written and
+// synced before, or the former records of a recycled segment.
+TEST_F(SegmentLogTest, SharedFlushCoversOnlySettledBlocks) {
+  SegmentLog::Options o = Opts();
+  o.preallocate = true;
+  o.spare_segments = 1;
+  auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  uint64_t seq = 0;
+  auto append = [&](size_t n) {
+    RecordHeader h;
+    h.kind = 1;
+    h.seq = ++seq;
+    h.ts_ns = static_cast<int64_t>(seq);
+    std::vector<uint8_t> payload(n, static_cast<uint8_t>(seq));
+    ASSERT_TRUE((*log)->Append(h, payload).ok());
+  };
+  append(100);
+  auto wb = (*log)->WriteBackSettled();
+  ASSERT_TRUE(wb.ok());
+  EXPECT_FALSE(wb->has_value()) << "fresh preallocated blocks: their extents must be committed by a Sync";
+  ASSERT_TRUE((*log)->Sync().ok());
+
+  append(100);  // same 4 KiB block as the synced records
+  wb = (*log)->WriteBackSettled();
+  ASSERT_TRUE(wb.ok() && wb->has_value());
+  EXPECT_EQ((*wb)->end, (*log)->BytesOf(*(*wb)->segment));
+  (*log)->MarkDurable(**wb);
+
+  append(5000);  // crosses into blocks no Sync has settled
+  wb = (*log)->WriteBackSettled();
+  ASSERT_TRUE(wb.ok());
+  EXPECT_FALSE(wb->has_value());
+  ASSERT_TRUE((*log)->Sync().ok());
+  append(10);
+  wb = (*log)->WriteBackSettled();
+  ASSERT_TRUE(wb.ok() && wb->has_value()) << "the Sync settled the blocks it covered";
+
+  // A recycled segment's former records were written and synced: appends over
+  // them are settled from the first one. (A held SettledWriteBack keeps its
+  // segment from being recycled, as a reader would.)
+  wb = std::optional<SettledWriteBack>();
+  // (Loops are bounded: a failing append must not run forever.)
+  for (int i = 0; i < 200 && (*log)->SegmentCount() < 3; ++i) append(3000);
+  ASSERT_EQ((*log)->SegmentCount(), 3u);
+  ASSERT_TRUE((*log)->Sync().ok());
+  ASSERT_TRUE((*log)->TrimThrough(seq - 1).ok());
+  ASSERT_EQ((*log)->SpareCount(), 1u);
+  for (int i = 0; i < 200 && (*log)->SpareCount() == 1; ++i) append(3000);  // the next segment reuses the spare
+  ASSERT_EQ((*log)->SpareCount(), 0u);
+  wb = (*log)->WriteBackSettled();
+  ASSERT_TRUE(wb.ok());
+  EXPECT_TRUE(wb->has_value()) << "appends over the spare's former records need no metadata";
+
+  // Everything appended is still there after a reopen.
+  ASSERT_TRUE((*log)->Sync().ok());
+  log->reset();
+  uint64_t last = 0;
+  auto again = SegmentLog::Open(o, [&](const RecordHeader& h, const RecordLocation&) {
+    last = h.seq;
+    return Status::Ok();
+  });
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(last, seq);
+}
+
+TEST_F(SegmentLogTest, SharedFlushNeedsPreallocatedSegments) {
+  auto log = SegmentLog::Open(Opts(), [](auto&, auto&) { return Status::Ok(); });
+  ASSERT_TRUE(log.ok());
+  RecordHeader h;
+  h.kind = 1;
+  h.seq = 1;
+  std::vector<uint8_t> payload(64, 1);
+  ASSERT_TRUE((*log)->Append(h, payload).ok());
+  ASSERT_TRUE((*log)->Sync().ok());
+  h.seq = 2;
+  ASSERT_TRUE((*log)->Append(h, payload).ok());
+  auto wb = (*log)->WriteBackSettled();
+  ASSERT_TRUE(wb.ok());
+  EXPECT_FALSE(wb->has_value()) << "an append that grows the file changes its size (metadata)";
+}
+
+}  // namespace
+}  // namespace continuum::journal
+
+namespace continuum::journal {
+namespace {
+
+// Extents of `path` the file system still marks unwritten (FIEMAP).
+int UnwrittenExtents(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDONLY);
+  if (fd < 0) return -1;
+  constexpr int kMax = 256;
+  std::vector<uint8_t> buf(sizeof(fiemap) + kMax * sizeof(fiemap_extent));
+  auto* fm = reinterpret_cast<fiemap*>(buf.data());
+  fm->fm_start = 0;
+  fm->fm_length = ~0ull;
+  fm->fm_flags = FIEMAP_FLAG_SYNC;
+  fm->fm_extent_count = kMax;
+  int rc = ::ioctl(fd, FS_IOC_FIEMAP, fm);
+  ::close(fd);
+  if (rc != 0) return -1;
+  int unwritten = 0;
+  for (uint32_t i = 0; i < fm->fm_mapped_extents; ++i) {
+    if (fm->fm_extents[i].fe_flags & FIEMAP_EXTENT_UNWRITTEN) ++unwritten;
+  }
+  return unwritten;
+}
+
+// zero_fill_spares: a new log's first segment, and the next ones while
+// records are small, are written zeros before any record lands in them.
+TEST_F(SegmentLogTest, ZeroFilledSparesAreWrittenBlocksBeforeTheFirstAppend) {
+  SegmentLog::Options o = Opts();
+  o.preallocate = true;
+  o.spare_segments = 1;
+  o.zero_fill_spares = true;
+  auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  ASSERT_EQ((*log)->SpareCount(), 1u);
+  auto files = Segments();
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(fs::file_size(files[0]), o.segment_bytes);
+  const int unwritten = UnwrittenExtents(files[0].string());
+  if (unwritten >= 0) EXPECT_EQ(unwritten, 0) << "the spare's blocks must be written, not just allocated";
+
+  uint64_t seq = 0;
+  auto append = [&](size_t n) {
+    RecordHeader h;
+    h.kind = 1;
+    h.seq = ++seq;
+    std::vector<uint8_t> payload(n, static_cast<uint8_t>(seq));
+    ASSERT_TRUE((*log)->Append(h, payload).ok());
+  };
+  append(4096);
+  EXPECT_EQ((*log)->SpareCount(), 0u) << "the first segment is the zero-filled spare";
+  auto made = (*log)->PrepareSpare();
+  ASSERT_TRUE(made.ok());
+  EXPECT_TRUE(*made) << "small records: the next segment is prepared ahead";
+  EXPECT_FALSE(*(*log)->PrepareSpare()) << "one spare is enough";
+  ASSERT_TRUE((*log)->Sync().ok());
+  log->reset();
+
+  // Large records are written with O_DIRECT: no zero-filling ahead for them.
+  fs::remove_all(dir_);
+  log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+  ASSERT_TRUE(log.ok());
+  append(70 * 1024);
+  EXPECT_EQ((*log)->SpareCount(), 0u);
+  made = (*log)->PrepareSpare();
+  ASSERT_TRUE(made.ok());
+  EXPECT_FALSE(*made) << "records of 64 KiB and more pay their conversion once each: nothing to gain";
+  ASSERT_TRUE((*log)->Sync().ok());
+  log->reset();
+
+  // Records survive a reopen as usual.
+  uint64_t last = 0;
+  auto again = SegmentLog::Open(o, [&](const RecordHeader& h, const RecordLocation&) {
+    last = h.seq;
+    return Status::Ok();
+  });
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(last, seq);
 }
 
 }  // namespace
