@@ -117,25 +117,35 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const Options& opts, const 
     log->total_bytes_ += seg->bytes;
     if (seg->last_seq > log->last_seq_) log->last_seq_ = seg->last_seq;
   }
-  if (opts.zero_fill_spares && opts.spare_segments > 0 && log->segments_.empty() && log->spares_.empty()) {
-    // A new log: its first segment is already written blocks. Best effort:
-    // on a full disk the log still opens and allocates as it goes.
-    Status st = log->MakeZeroSpare();
-    if (!st.ok()) Logger("journal")->warn("{} (segments are allocated as they fill)", st.message());
-  }
   return log;
 }
 
 Result<bool> SegmentLog::PrepareSpare() {
   if (!opts_.zero_fill_spares) return false;
+  bool made = false;
   {
     std::lock_guard lock(mu_);
-    if (spares_.size() >= opts_.spare_segments || segments_.empty()) return false;
+    if (segments_.empty()) return false;
     const Segment& newest = *segments_.rbegin()->second;
-    if (newest.records == 0 || newest.bytes / newest.records >= kSmallRecordBytes) return false;
+    // Only while small records arrive: records since the last look, so an
+    // idle log (or one of large records) never gets a file of zeros.
+    const uint64_t records = newest.records - newest.records_seen;
+    const uint64_t bytes = newest.bytes - newest.bytes_seen;
+    segments_.rbegin()->second->records_seen = newest.records;
+    segments_.rbegin()->second->bytes_seen = newest.bytes;
+    if (records == 0 || bytes / records >= kSmallRecordBytes) return false;
+    if (spares_.size() >= opts_.spare_segments) {
+      // A spare of zeros is waiting while the newest segment still converts
+      // unwritten extents: move on to the spare at the next record.
+      if (!newest.written_blocks && spares_.back().zeroed) roll_to_spare_ = true;
+      return false;
+    }
   }
   CONTINUUM_RETURN_IF_ERROR(MakeZeroSpare());
-  return true;
+  made = true;
+  std::lock_guard lock(mu_);
+  if (!segments_.empty() && !segments_.rbegin()->second->written_blocks) roll_to_spare_ = true;
+  return made;
 }
 
 Status SegmentLog::MakeZeroSpare() {
@@ -166,7 +176,7 @@ Status SegmentLog::MakeZeroSpare() {
     ::unlink(path.c_str());
     return Status::Ok();
   }
-  spares_.push_back({std::move(seg), path});
+  spares_.push_back({std::move(seg), path, /*zeroed=*/true});
   return Status::Ok();
 }
 
@@ -262,6 +272,7 @@ Result<std::shared_ptr<Segment>> SegmentLog::TakeSpareLocked(uint64_t first_seq)
   for (auto it = spares_.begin(); it != spares_.end(); ++it) {
     if (it->seg.use_count() != 1) continue;  // a view or reader still reads its old records
     std::string spare_path = it->path;
+    const bool zeroed = it->zeroed;
     spares_.erase(it);
     std::string path = SegmentPath(first_seq);
     if (::rename(spare_path.c_str(), path.c_str()) != 0) {
@@ -275,6 +286,7 @@ Result<std::shared_ptr<Segment>> SegmentLog::TakeSpareLocked(uint64_t first_seq)
     // it was sealed: those whole blocks need no metadata when overwritten.
     auto size = seg->file->Size();
     if (size.ok()) seg->settled = *size / kSettleBlock * kSettleBlock;
+    seg->written_blocks = zeroed;
     return seg;
   }
   return std::shared_ptr<Segment>();
@@ -321,8 +333,10 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
   h.payload_checksum = Checksum64(payload);  // outside the lock: the costly part
   std::lock_guard lock(mu_);
   uint64_t rec_bytes = sizeof(h) + payload.size();
-  if (segments_.empty() || (may_start_segment && segments_.rbegin()->second->bytes > 0 &&
-                            segments_.rbegin()->second->bytes + rec_bytes > opts_.segment_bytes)) {
+  if (segments_.empty() ||
+      (may_start_segment && segments_.rbegin()->second->bytes > 0 &&
+       (segments_.rbegin()->second->bytes + rec_bytes > opts_.segment_bytes || roll_to_spare_))) {
+    roll_to_spare_ = false;
     CONTINUUM_RETURN_IF_ERROR(StartSegmentLocked(h.seq));
   }
   auto& seg = segments_.rbegin()->second;

@@ -34,6 +34,9 @@ struct Segment {
   uint64_t settled = 0;
   bool preallocated = false;  // fallocate'd to segment_bytes (the size never grows below that)
   uint64_t warmed = 0;        // read ahead (WILLNEED) up to here, for appends over settled blocks
+  bool written_blocks = false;  // a zero-filled spare: every block written (no extent to convert)
+  uint64_t records_seen = 0;    // PrepareSpare's last look at records / bytes
+  uint64_t bytes_seen = 0;
 };
 
 // What WriteBackSettled wrote back: the newest segment up to `end`.
@@ -80,10 +83,11 @@ class SegmentLog {
     // already written, which needs no metadata change at all (ADR 0006).
     // 0 = unlink trimmed segments.
     uint32_t spare_segments = 0;
-    // Spares are files of zeros (written blocks) made ahead of use: Open
-    // makes one for an empty log, PrepareSpare more while records are small.
-    // Small appends then never convert unwritten extents, so their fdatasync
-    // is a page write and a cache flush, never a journal commit (ADR 0011).
+    // Spares are files of zeros (written blocks) made ahead of use by
+    // PrepareSpare while records are small, and a log still converting
+    // unwritten extents moves on to such a spare early. Small appends then
+    // do not convert extents, so their fdatasync is a page write and a cache
+    // flush, not a journal commit (ADR 0011).
     bool zero_fill_spares = false;
   };
   struct DamagedSegment {
@@ -107,10 +111,12 @@ class SegmentLog {
   // Makes every appended record durable.
   Status Sync();
 
-  // With zero_fill_spares: when there are fewer spares than spare_segments
-  // and the newest segment's records average under 64 KiB (larger ones go
-  // with O_DIRECT and pay their block conversion once per record anyway),
-  // writes one more spare of segment_bytes zeros and syncs it. Slow (a
+  // With zero_fill_spares, call it periodically: when the records appended
+  // since the last call average under 64 KiB (larger ones go with O_DIRECT
+  // and pay their block conversion once per record anyway) and there are
+  // fewer spares than spare_segments, writes one more spare of
+  // segment_bytes zeros and syncs it. If the newest segment was not
+  // zero-filled, the next record starts a new segment on the spare. Slow (a
   // segment of writes): call it off the write path. True if it made one.
   Result<bool> PrepareSpare();
 
@@ -189,9 +195,11 @@ class SegmentLog {
   io::AlignedBuffer direct_buf_;  // GUARDED_BY(mu_): staging for direct appends
   bool dirty_ = false;                                     // GUARDED_BY(mu_)
   std::vector<DamagedSegment> damage_;                     // set by Open
+  bool roll_to_spare_ = false;  // GUARDED_BY(mu_): next record starts a segment (PrepareSpare)
   struct Spare {
     std::shared_ptr<Segment> seg;  // its old contents, perhaps still read by a view
     std::string path;              // its name now: spare-N.log
+    bool zeroed = false;           // made by MakeZeroSpare (all blocks written zeros)
   };
   std::vector<Spare> spares_;                              // GUARDED_BY(mu_)
   uint64_t next_spare_ = 0;                                // GUARDED_BY(mu_)

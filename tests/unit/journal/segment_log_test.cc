@@ -489,22 +489,16 @@ int UnwrittenExtents(const std::string& path) {
   return unwritten;
 }
 
-// zero_fill_spares: a new log's first segment, and the next ones while
-// records are small, are written zeros before any record lands in them.
-TEST_F(SegmentLogTest, ZeroFilledSparesAreWrittenBlocksBeforeTheFirstAppend) {
+// zero_fill_spares: while small records arrive, PrepareSpare writes a spare
+// of zeros, and a log still converting unwritten extents moves on to it.
+TEST_F(SegmentLogTest, ZeroFilledSparesTakeOverWhileRecordsAreSmall) {
   SegmentLog::Options o = Opts();
   o.preallocate = true;
   o.spare_segments = 1;
   o.zero_fill_spares = true;
   auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
   ASSERT_TRUE(log.ok()) << log.status().ToString();
-  ASSERT_EQ((*log)->SpareCount(), 1u);
-  auto files = Segments();
-  ASSERT_EQ(files.size(), 1u);
-  EXPECT_EQ(fs::file_size(files[0]), o.segment_bytes);
-  const int unwritten = UnwrittenExtents(files[0].string());
-  if (unwritten >= 0) EXPECT_EQ(unwritten, 0) << "the spare's blocks must be written, not just allocated";
-
+  EXPECT_EQ((*log)->SpareCount(), 0u) << "an idle log gets no file of zeros";
   uint64_t seq = 0;
   auto append = [&](size_t n) {
     RecordHeader h;
@@ -513,35 +507,56 @@ TEST_F(SegmentLogTest, ZeroFilledSparesAreWrittenBlocksBeforeTheFirstAppend) {
     std::vector<uint8_t> payload(n, static_cast<uint8_t>(seq));
     ASSERT_TRUE((*log)->Append(h, payload).ok());
   };
+  auto prepare = [&] {
+    auto made = (*log)->PrepareSpare();
+    EXPECT_TRUE(made.ok()) << made.status().ToString();
+    return made.ok() && *made;
+  };
+  EXPECT_FALSE(prepare());
   append(4096);
-  EXPECT_EQ((*log)->SpareCount(), 0u) << "the first segment is the zero-filled spare";
-  auto made = (*log)->PrepareSpare();
-  ASSERT_TRUE(made.ok());
-  EXPECT_TRUE(*made) << "small records: the next segment is prepared ahead";
-  EXPECT_FALSE(*(*log)->PrepareSpare()) << "one spare is enough";
-  ASSERT_TRUE((*log)->Sync().ok());
-  log->reset();
+  append(4096);
+  EXPECT_TRUE(prepare()) << "small records: a spare of zeros is made";
+  ASSERT_EQ((*log)->SpareCount(), 1u);
+  fs::path spare;
+  for (const auto& p : Segments()) {
+    if (p.filename().string().rfind("spare-", 0) == 0) spare = p;
+  }
+  ASSERT_FALSE(spare.empty());
+  EXPECT_EQ(fs::file_size(spare), o.segment_bytes);
+  const int unwritten = UnwrittenExtents(spare.string());
+  if (unwritten >= 0) EXPECT_EQ(unwritten, 0) << "the spare's blocks must be written, not just allocated";
 
-  // Large records are written with O_DIRECT: no zero-filling ahead for them.
-  fs::remove_all(dir_);
-  log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
-  ASSERT_TRUE(log.ok());
-  append(70 * 1024);
+  append(4096);  // the fresh first segment hands over to the spare at once
+  EXPECT_EQ((*log)->SegmentCount(), 2u);
   EXPECT_EQ((*log)->SpareCount(), 0u);
-  made = (*log)->PrepareSpare();
-  ASSERT_TRUE(made.ok());
-  EXPECT_FALSE(*made) << "records of 64 KiB and more pay their conversion once each: nothing to gain";
+  EXPECT_TRUE(prepare()) << "the next spare, ahead of need";
+  append(4096);
+  EXPECT_EQ((*log)->SegmentCount(), 2u) << "a zero-filled segment is kept until it is full";
+  EXPECT_FALSE(prepare()) << "one spare is enough";
+  EXPECT_FALSE(prepare()) << "nothing appended since the last look";
   ASSERT_TRUE((*log)->Sync().ok());
   log->reset();
 
-  // Records survive a reopen as usual.
-  uint64_t last = 0;
+  // Records survive a reopen as usual, across the early hand-over.
+  uint64_t last = 0, count = 0;
   auto again = SegmentLog::Open(o, [&](const RecordHeader& h, const RecordLocation&) {
     last = h.seq;
+    ++count;
     return Status::Ok();
   });
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(last, seq);
+  EXPECT_EQ(count, seq);
+  again->reset();
+
+  // Large records go with O_DIRECT elsewhere: no zero-filling ahead of them.
+  fs::remove_all(dir_);
+  log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+  ASSERT_TRUE(log.ok());
+  seq = 0;
+  append(70 * 1024);
+  EXPECT_FALSE(prepare()) << "records of 64 KiB and more pay their conversion once each";
+  EXPECT_EQ((*log)->SpareCount(), 0u);
 }
 
 }  // namespace
