@@ -10,6 +10,9 @@ import os
 import random
 import threading
 import time
+from pathlib import Path
+
+import pytest
 
 BS = 4096
 SIZE = 32 << 20
@@ -45,13 +48,23 @@ def one_write(rng):
     return block * BS, rng.randbytes(nblocks * BS)
 
 
-def test_views_match_model_across_kill9(make_agent):
+URING = Path("/sys/module/fuse/parameters/enable_uring").exists()
+
+
+# Both FUSE transports (ADR 0010): the default (io_uring where the kernel has
+# it) and the classic /dev/fuse loop.
+@pytest.mark.parametrize("transport", ["auto", "dev_fuse"])
+def test_views_match_model_across_kill9(make_agent, transport):
     rng = random.Random(1234)
     a = make_agent()
-    a.start()
+    cfg = a.root / "agent.toml"
+    cfg.write_text(f'[capture]\nfuse_transport = "{transport}"\n')
+    a.start(["--config", str(cfg)])
     a.cli("volume", "create", "vol", "--backing", str(a.root / "vol.img"), "--size", str(SIZE),
           "--journal-size", "256M")
     dev = a.cli("volume", "up", "vol").stdout.strip()
+    expected = "FUSE io_uring" if transport == "auto" and URING else "FUSE /dev/fuse"
+    assert a.cli("volume", "status", "vol", json_out=True)["capture_transport"] == expected
 
     writes = []       # acknowledged writes, in order
     points = []       # (how, point text, number of writes included)
@@ -107,9 +120,10 @@ def test_views_match_model_across_kill9(make_agent):
     acked = len(writes)
     assert acked > 250, "too few writes acknowledged before the kill"
 
-    a.start()
+    a.start(["--config", str(cfg)])
     st = a.cli("volume", "status", "vol", json_out=True)
     assert st["state"] == "up", st
+    assert st["capture_transport"] == expected
     got = read_dev(st["device"])
     want = image(writes, acked)
     if got != want:
