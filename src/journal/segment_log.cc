@@ -28,6 +28,7 @@ constexpr std::chrono::nanoseconds kWriteBackInterval = std::chrono::microsecond
 constexpr uint64_t kSmallRecordBytes = 64 * 1024;  // PrepareSpare: below this average, zero-fill ahead
 constexpr uint64_t kZeroChunk = 1 << 20;
 constexpr uint64_t kReadAheadBytes = 1 << 20;
+constexpr int64_t kZeroFillRetryNs = 60'000'000'000;
 
 int64_t MonotonicNowNs() {
   return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
@@ -141,7 +142,13 @@ Result<bool> SegmentLog::PrepareSpare() {
       return false;
     }
   }
-  CONTINUUM_RETURN_IF_ERROR(MakeZeroSpare());
+  if (MonotonicNowNs() < zero_fill_retry_ns_) return false;
+  Status st = MakeZeroSpare();
+  if (!st.ok()) {
+    // A full disk: say so once a minute, not at every maintenance pass.
+    zero_fill_retry_ns_ = MonotonicNowNs() + kZeroFillRetryNs;
+    return st;
+  }
   made = true;
   std::lock_guard lock(mu_);
   if (!segments_.empty() && !segments_.rbegin()->second->written_blocks) roll_to_spare_ = true;

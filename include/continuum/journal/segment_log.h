@@ -196,6 +196,7 @@ class SegmentLog {
   bool dirty_ = false;                                     // GUARDED_BY(mu_)
   std::vector<DamagedSegment> damage_;                     // set by Open
   bool roll_to_spare_ = false;  // GUARDED_BY(mu_): next record starts a segment (PrepareSpare)
+  std::atomic<int64_t> zero_fill_retry_ns_{0};  // PrepareSpare: no new attempt before this (after a failure)
   struct Spare {
     std::shared_ptr<Segment> seg;  // its old contents, perhaps still read by a view
     std::string path;              // its name now: spare-N.log
