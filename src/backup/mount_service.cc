@@ -23,8 +23,6 @@
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <random>
 #include <thread>
 
@@ -40,6 +38,7 @@
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
 #include "continuum/io/loop_device.h"
+#include "continuum/io/mount_info.h"
 
 namespace continuum::backup {
 namespace {
@@ -71,14 +70,8 @@ Status WriteAll(int fd, const std::string& text) {
 bool DeviceIsMounted(const std::string& dev) {
   struct stat st;
   if (::stat(dev.c_str(), &st) != 0 || !S_ISBLK(st.st_mode)) return false;
-  const std::string want = std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string mount_id, parent_id, devno;
-    fields >> mount_id >> parent_id >> devno;
-    if (devno == want) return true;
+  for (const io::MountEntry& m : io::ReadMountInfo()) {
+    if (m.dev == st.st_rdev) return true;
   }
   return false;
 }

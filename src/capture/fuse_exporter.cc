@@ -10,6 +10,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
+#include <sys/sysmacros.h>
 
 #include <cerrno>
 #include <condition_variable>
@@ -19,7 +20,6 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <sstream>
 #include <thread>
 
 #include "capture/fuse_file_table.h"
@@ -27,6 +27,7 @@
 #include "capture/fuse_uring.h"
 #include "continuum/common/log.h"
 #include "continuum/io/file.h"
+#include "continuum/io/mount_info.h"
 
 namespace continuum::capture {
 namespace {
@@ -81,17 +82,9 @@ Status PrepareMountpoint(const std::string& mp) {
 // The FUSE connection id of the topmost mount at `mp` (its device minor), read
 // from mountinfo because a stat() would need the not yet running loop.
 uint32_t ConnectionId(const std::string& mp) {
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
   uint32_t id = 0;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string mount_id, parent_id, dev, root, point;
-    fields >> mount_id >> parent_id >> dev >> root >> point;
-    auto colon = dev.find(':');
-    if (point == mp && colon != std::string::npos) {
-      id = static_cast<uint32_t>(std::strtoul(dev.c_str() + colon + 1, nullptr, 10));
-    }
+  for (const io::MountEntry& m : io::ReadMountInfo()) {
+    if (m.mount_point == mp) id = minor(m.dev);  // the last one is on top
   }
   return id;
 }

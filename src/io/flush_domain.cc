@@ -3,36 +3,10 @@
 #include <linux/magic.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
-#include <sys/sysmacros.h>
 
-#include <fstream>
-#include <sstream>
+#include "continuum/io/mount_info.h"
 
 namespace continuum::io {
-namespace {
-
-// The super options of the mount of device `dev` (from /proc/self/mountinfo:
-// "... major:minor ... - fstype source superopts").
-std::string SuperOptions(dev_t dev) {
-  std::ifstream in("/proc/self/mountinfo");
-  const std::string want = std::to_string(major(dev)) + ":" + std::to_string(minor(dev));
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream fields(line);
-    std::string mount_id, parent_id, devno;
-    fields >> mount_id >> parent_id >> devno;
-    if (devno != want) continue;
-    auto sep = line.find(" - ");
-    if (sep == std::string::npos) continue;
-    std::istringstream rest(line.substr(sep + 3));
-    std::string fstype, source, opts;
-    rest >> fstype >> source >> opts;
-    return "," + opts + ",";
-  }
-  return "";
-}
-
-}  // namespace
 
 bool SharesCacheFlush(const std::string& a, const std::string& b, std::string* why_not) {
   auto no = [&](const std::string& why) {
@@ -46,7 +20,13 @@ bool SharesCacheFlush(const std::string& a, const std::string& b, std::string* w
   struct statfs fs;
   if (::statfs(a.c_str(), &fs) != 0) return no("statfs failed");
   if (fs.f_type != EXT4_SUPER_MAGIC) return no("not ext4");
-  std::string opts = SuperOptions(sa.st_dev);
+  std::string opts;
+  for (const MountEntry& m : ReadMountInfo()) {
+    if (m.dev == sa.st_dev) {
+      opts = "," + m.super_options + ",";
+      break;
+    }
+  }
   if (opts.empty()) return no("mount not found");
   for (const char* bad : {",data=journal,", ",nobarrier,", ",barrier=0,"}) {
     if (opts.find(bad) != std::string::npos) return no(std::string("mounted with ") + (bad + 1));

@@ -4,38 +4,19 @@
 #include <linux/fs.h>
 #include <sys/ioctl.h>
 #include <sys/stat.h>
-#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fstream>
-#include <sstream>
+
+#include "continuum/io/mount_info.h"
 
 namespace continuum::io {
 
 Result<std::string> MountPointOf(const std::string& dev_path) {
   struct stat st;
   if (::stat(dev_path.c_str(), &st) != 0) return PosixError("stat " + dev_path, errno);
-  std::string want = std::to_string(major(st.st_rdev)) + ":" + std::to_string(minor(st.st_rdev));
-  std::ifstream in("/proc/self/mountinfo");
-  std::string line;
-  while (std::getline(in, line)) {
-    std::istringstream ss(line);
-    std::string id, parent, devno, root, mount_point;
-    ss >> id >> parent >> devno >> root >> mount_point;
-    if (devno == want) {
-      // mountinfo escapes spaces as \040.
-      std::string out;
-      for (size_t i = 0; i < mount_point.size(); ++i) {
-        if (mount_point[i] == '\\' && i + 3 < mount_point.size()) {
-          out.push_back(static_cast<char>(std::stoi(mount_point.substr(i + 1, 3), nullptr, 8)));
-          i += 3;
-        } else {
-          out.push_back(mount_point[i]);
-        }
-      }
-      return out;
-    }
+  for (const MountEntry& m : ReadMountInfo()) {
+    if (m.dev == st.st_rdev) return m.mount_point;
   }
   return std::string();
 }

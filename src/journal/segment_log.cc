@@ -15,6 +15,7 @@
 
 #include "continuum/common/checksum.h"
 #include "continuum/common/log.h"
+#include "continuum/common/time_util.h"
 #include "continuum/io/aligned_buffer.h"
 
 namespace continuum::journal {
@@ -29,11 +30,6 @@ constexpr uint64_t kSmallRecordBytes = 64 * 1024;  // PrepareSpare: below this a
 constexpr uint64_t kZeroChunk = 1 << 20;
 constexpr uint64_t kReadAheadBytes = 1 << 20;
 constexpr int64_t kZeroFillRetryNs = 60'000'000'000;
-
-int64_t MonotonicNowNs() {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 
 bool ParseSegmentName(const char* name, uint64_t* first_seq) {
   size_t len = std::strlen(name);
@@ -121,38 +117,38 @@ Result<std::unique_ptr<SegmentLog>> SegmentLog::Open(const Options& opts, const 
   return log;
 }
 
+bool SegmentLog::AllBlocksWrittenLocked(const Segment& seg) const { return seg.settled >= opts_.segment_bytes; }
+
 Result<bool> SegmentLog::PrepareSpare() {
   if (!opts_.zero_fill_spares) return false;
-  bool made = false;
   {
     std::lock_guard lock(mu_);
     if (segments_.empty()) return false;
-    const Segment& newest = *segments_.rbegin()->second;
+    Segment& newest = *segments_.rbegin()->second;
     // Only while small records arrive: records since the last look, so an
     // idle log (or one of large records) never gets a file of zeros.
     const uint64_t records = newest.records - newest.records_seen;
     const uint64_t bytes = newest.bytes - newest.bytes_seen;
-    segments_.rbegin()->second->records_seen = newest.records;
-    segments_.rbegin()->second->bytes_seen = newest.bytes;
+    newest.records_seen = newest.records;
+    newest.bytes_seen = newest.bytes;
     if (records == 0 || bytes / records >= kSmallRecordBytes) return false;
     if (spares_.size() >= opts_.spare_segments) {
       // A spare of zeros is waiting while the newest segment still converts
       // unwritten extents: move on to the spare at the next record.
-      if (!newest.written_blocks && spares_.back().zeroed) roll_to_spare_ = true;
+      if (!AllBlocksWrittenLocked(newest) && spares_.back().zeroed) roll_to_spare_ = true;
       return false;
     }
   }
-  if (MonotonicNowNs() < zero_fill_retry_ns_) return false;
+  if (MonoNowNs() < zero_fill_retry_ns_) return false;
   Status st = MakeZeroSpare();
   if (!st.ok()) {
     // A full disk: say so once a minute, not at every maintenance pass.
-    zero_fill_retry_ns_ = MonotonicNowNs() + kZeroFillRetryNs;
+    zero_fill_retry_ns_ = MonoNowNs() + kZeroFillRetryNs;
     return st;
   }
-  made = true;
   std::lock_guard lock(mu_);
-  if (!segments_.empty() && !segments_.rbegin()->second->written_blocks) roll_to_spare_ = true;
-  return made;
+  if (!segments_.empty() && !AllBlocksWrittenLocked(*segments_.rbegin()->second)) roll_to_spare_ = true;
+  return true;
 }
 
 Status SegmentLog::MakeZeroSpare() {
@@ -279,7 +275,6 @@ Result<std::shared_ptr<Segment>> SegmentLog::TakeSpareLocked(uint64_t first_seq)
   for (auto it = spares_.begin(); it != spares_.end(); ++it) {
     if (it->seg.use_count() != 1) continue;  // a view or reader still reads its old records
     std::string spare_path = it->path;
-    const bool zeroed = it->zeroed;
     spares_.erase(it);
     std::string path = SegmentPath(first_seq);
     if (::rename(spare_path.c_str(), path.c_str()) != 0) {
@@ -293,7 +288,6 @@ Result<std::shared_ptr<Segment>> SegmentLog::TakeSpareLocked(uint64_t first_seq)
     // it was sealed: those whole blocks need no metadata when overwritten.
     auto size = seg->file->Size();
     if (size.ok()) seg->settled = *size / kSettleBlock * kSettleBlock;
-    seg->written_blocks = zeroed;
     return seg;
   }
   return std::shared_ptr<Segment>();
@@ -398,7 +392,7 @@ Result<RecordLocation> SegmentLog::Append(RecordHeader h, std::span<const uint8_
     // Leave bytes unchanged: the next append overwrites the partial record.
     return st;
   }
-  const int64_t now = MonotonicNowNs();
+  const int64_t now = MonoNowNs();
   if (writeback_on_append_ && now - last_writeback_ns_ >= kWriteBackInterval.count()) {
     last_writeback_ns_ = now;
     // Only starts the writes (a page already under writeback is left for the

@@ -34,7 +34,6 @@ struct Segment {
   uint64_t settled = 0;
   bool preallocated = false;  // fallocate'd to segment_bytes (the size never grows below that)
   uint64_t warmed = 0;        // read ahead (WILLNEED) up to here, for appends over settled blocks
-  bool written_blocks = false;  // a zero-filled spare: every block written (no extent to convert)
   uint64_t records_seen = 0;    // PrepareSpare's last look at records / bytes
   uint64_t bytes_seen = 0;
 };
@@ -173,6 +172,9 @@ class SegmentLog {
   explicit SegmentLog(Options opts) : opts_(std::move(opts)) {}
   Status ScanSegment(const std::shared_ptr<Segment>& seg, bool is_last, const Visitor& visit);
   Status StartSegmentLocked(uint64_t first_seq);
+  // Every block of `seg` written (a zero-filled spare, or settled to the
+  // segment size): no extent left to convert. REQUIRES: mu_.
+  bool AllBlocksWrittenLocked(const Segment& seg) const;
   // Writes a spare of zeros (outside mu_) and adds it to spares_.
   Status MakeZeroSpare();
   // Clears the bytes of `seg` from `pos` on (the newest segment after Open).

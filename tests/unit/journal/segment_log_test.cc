@@ -6,8 +6,10 @@
 #include <linux/fiemap.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <map>
@@ -557,6 +559,59 @@ TEST_F(SegmentLogTest, ZeroFilledSparesTakeOverWhileRecordsAreSmall) {
   append(70 * 1024);
   EXPECT_FALSE(prepare()) << "records of 64 KiB and more pay their conversion once each";
   EXPECT_EQ((*log)->SpareCount(), 0u);
+}
+
+}  // namespace
+}  // namespace continuum::journal
+
+namespace continuum::journal {
+namespace {
+
+// A full disk while zero-filling a spare: the error says so, no partial spare
+// is left behind, and records still append and read back.
+TEST(SegmentLogDiskFullTest, ZeroFillOnAFullDiskFailsCleanly) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to mount a small tmpfs";
+  const fs::path dir = fs::temp_directory_path() / ("continuum-seglog-full-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  ASSERT_EQ(::mount("tmpfs", dir.c_str(), "tmpfs", 0, "size=1536k"), 0) << std::strerror(errno);
+  struct Unmount {
+    fs::path d;
+    ~Unmount() {
+      ::umount2(d.c_str(), MNT_DETACH);
+      fs::remove_all(d);
+    }
+  } unmount{dir};
+  SegmentLog::Options o{.dir = (dir / "log").string(), .magic = kUndoMagic, .segment_bytes = 1 << 20,
+                        .preallocate = true, .spare_segments = 1, .zero_fill_spares = true};
+  auto log = SegmentLog::Open(o, [](auto&, auto&) { return Status::Ok(); });
+  ASSERT_TRUE(log.ok()) << log.status().ToString();
+  RecordHeader h;
+  h.kind = 1;
+  std::vector<uint8_t> payload(4096, 7);
+  for (uint64_t seq = 1; seq <= 8; ++seq) {
+    h.seq = seq;
+    ASSERT_TRUE((*log)->Append(h, payload).ok());
+  }
+  // The 1 MiB segment is preallocated; a 1 MiB spare of zeros does not fit.
+  auto made = (*log)->PrepareSpare();
+  ASSERT_FALSE(made.ok());
+  EXPECT_NE(made.status().message().find("zero-fill journal spare"), std::string::npos) << made.status().ToString();
+  EXPECT_EQ((*log)->SpareCount(), 0u);
+  for (const auto& e : fs::directory_iterator(dir / "log")) {
+    EXPECT_EQ(e.path().filename().string().rfind("spare-", 0), std::string::npos) << "left behind: " << e.path();
+  }
+  h.seq = 9;
+  EXPECT_TRUE((*log)->Append(h, payload).ok());
+  EXPECT_TRUE((*log)->Sync().ok());
+  EXPECT_FALSE(*(*log)->PrepareSpare()) << "no new attempt right after a failure";
+  log->reset();
+  uint64_t last = 0;
+  auto again = SegmentLog::Open(o, [&](const RecordHeader& r, const RecordLocation&) {
+    last = r.seq;
+    return Status::Ok();
+  });
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(last, 9u);
 }
 
 }  // namespace
