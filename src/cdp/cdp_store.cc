@@ -182,6 +182,8 @@ Status CdpStore::AppendBookmark(uint64_t seq, int64_t ts_ns, const std::string& 
 
 Status CdpStore::Sync() { return log_->Sync(); }
 
+void CdpStore::SetWriteBackOnAppend(bool on) { log_->SetWriteBackOnAppend(on); }
+
 Result<bool> CdpStore::PrepareSpare() { return log_->PrepareSpare(); }
 
 Status CdpStore::Rebase(const Point& p) {

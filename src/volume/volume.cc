@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <map>
 
@@ -35,6 +36,7 @@ Result<std::shared_ptr<Volume>> Volume::Open(const VolumeConfig& cfg, const std:
   CONTINUUM_RETURN_IF_ERROR(v->Recover());
   v->maint_thread_ = std::thread([raw = v.get()] { raw->MaintenanceLoop(); });
   v->wsync_thread_ = std::thread([raw = v.get()] { raw->WlogSyncLoop(); });
+  if (v->write_behind_max_ > 0) v->applier_thread_ = std::thread([raw = v.get()] { raw->ApplierLoop(); });
   return v;
 }
 
@@ -140,6 +142,14 @@ Status Volume::Recover() {
   }
   applied_seq_ = last_seq_;
   last_ts_ns_ = ts;
+  // Journal-first writes need the undo journal (the before-image is what
+  // makes the early acknowledgement safe to roll back) and a source's seqs.
+  const char* wb_env = std::getenv("CONTINUUM_CDP_WRITE_BEHIND");
+  bool wb_off = wb_env != nullptr && (std::string(wb_env) == "0" || std::string(wb_env) == "off");
+  write_behind_max_ = cfg_.cdp && !cfg_.replica && !wb_off ? cfg_.write_behind_max_bytes : 0;
+  // An fsync then waits for the undo journal's sync: its pages should be on
+  // their way to the device already.
+  if (write_behind_max_ > 0) cdp_->SetWriteBackOnAppend(true);
   if (!replay.empty()) {
     Logger("volume")->info("volume {}: replaying {} write-log records after seq {}", cfg_.name, replay.size(),
                            checkpoint_seq_);
@@ -186,6 +196,42 @@ Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_la
   // only after this one's mirror write succeeded: the range lock orders them,
   // and a failed mirror write fails the volume.)
   std::vector<bool> checkable(records.size(), false);
+  // The parts of each data record that no later record may have changed in
+  // the mirror: only those are re-applied. (A later write's mirror change
+  // came after this record's data was durable in the mirror: the range lock,
+  // and for journal-first writes SettleWriteBehind, order them. A later
+  // write past the undo journal's durable end never reached the mirror.)
+  std::vector<std::vector<ChangedExtent>> uncovered(records.size());
+  {
+    std::map<uint64_t, uint64_t> changed;  // begin -> end, disjoint: may have changed the mirror
+    auto add = [](std::map<uint64_t, uint64_t>& set, uint64_t b, uint64_t e) {
+      auto it = set.upper_bound(b);
+      if (it != set.begin() && std::prev(it)->second >= b) --it;
+      while (it != set.end() && it->first <= e) {
+        b = std::min(b, it->first);
+        e = std::max(e, it->second);
+        it = set.erase(it);
+      }
+      set[b] = e;
+    };
+    for (size_t i = records.size(); i-- > 0;) {
+      const auto& h = records[i].header;
+      auto kind = static_cast<journal::WriteKind>(h.kind);
+      if (!IsRanged(kind) || h.length == 0) continue;
+      uint64_t b = h.offset, e = h.offset + h.length;
+      if (kind == journal::WriteKind::kWrite && !(h.flags & journal::kFlagNoData)) {
+        uint64_t pos = b;
+        auto it = changed.upper_bound(b);
+        if (it != changed.begin() && std::prev(it)->second > b) --it;
+        for (; it != changed.end() && it->first < e; ++it) {
+          if (it->first > pos) uncovered[i].push_back({pos, it->first - pos});
+          pos = std::max(pos, it->second);
+        }
+        if (pos < e) uncovered[i].push_back({pos, e - pos});
+      }
+      if (!cdp_ || h.seq <= undo_latest) add(changed, b, e);
+    }
+  }
   {
     std::map<uint64_t, uint64_t> claimed;  // begin -> end, disjoint
     auto overlaps = [&](uint64_t b, uint64_t e) {
@@ -253,7 +299,17 @@ Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_la
       op.data = std::move(buf);
     }
     if (undo) CONTINUUM_RETURN_IF_ERROR(CaptureBefore(op, h.seq, h.ts_ns));
-    CONTINUUM_RETURN_IF_ERROR(ApplyToMirror(op));
+    bool whole = op.kind != journal::WriteKind::kWrite ||
+                 (uncovered[i].size() == 1 && uncovered[i][0].length == op.length);
+    if (whole || undo) {
+      CONTINUUM_RETURN_IF_ERROR(ApplyToMirror(op));
+      continue;
+    }
+    for (const auto& piece : uncovered[i]) {
+      CONTINUUM_RETURN_IF_ERROR(
+          WriteMirror(piece.offset, op.data->span().subspan(piece.offset - op.offset, piece.length)));
+    }
+    tracker_->Mark(op.offset, op.length);
   }
   return Status::Ok();
 }
@@ -316,23 +372,36 @@ std::shared_ptr<const io::AlignedBuffer> Volume::RingData(uint64_t seq) const {
 Result<uint64_t> Volume::Commit(Op op) {
   RangeLock range;
   if (IsRanged(op.kind)) range = LockRange(op.offset, op.offset + op.length);
+  // Journal-first (ADR 0012): a small data write is acknowledged from the
+  // journals and reaches the mirror on the applier thread. Anything else that
+  // changes the mirror directly waits until earlier write-behind writes to
+  // its range are there (and durable there).
+  bool behind = false;
+  if (write_behind_max_ > 0 && IsRanged(op.kind)) {
+    if (op.kind == journal::WriteKind::kWrite && op.given_seq == 0 && op.length <= write_behind_max_) {
+      std::lock_guard lock(mu_);
+      behind = write_behind_bytes_ + op.length <= cfg_.write_behind_bytes;
+    }
+    if (!behind) CONTINUUM_RETURN_IF_ERROR(SettleWriteBehind(op.offset, op.offset + op.length));
+  }
   // The before-image of a data write is read outside the admission lock, so
   // writers overlap their reads: the range lock keeps it stable, and every
-  // earlier write to the range has reached the mirror.
+  // earlier write to the range is in the mirror or the write-behind data.
   io::AlignedBuffer before;
   if (cdp_ && op.kind == journal::WriteKind::kWrite && op.given_seq == 0) {
     before.Resize(op.length);
-    CONTINUUM_RETURN_IF_ERROR(ReadMirror(op.offset, before.span()));
+    CONTINUUM_RETURN_IF_ERROR(ReadLogical(op.offset, before.span()));
   }
-  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Admit(op, before));
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Admit(op, before, behind));
   if (seq == 0) return LastSeq();  // a replica's resend: already admitted
+  if (behind) return seq;          // the applier takes it from here
   Status st = ApplyToMirror(op);
   Complete(seq);
   if (!st.ok()) return Fail(st);
   return seq;
 }
 
-Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before) {
+Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before, bool behind) {
   uint64_t seq;
   int64_t ts;
   {
@@ -389,6 +458,9 @@ Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before) {
       // it cannot mark an interrupted write for resync the way a source can;
       // recovery re-applies it instead.
       if (cfg_.replica && payload.empty()) payload = op.data->span();
+      // A write-behind write is durable in the journals alone: the write
+      // log carries its data until the mirror has it (recovery re-applies it).
+      if (behind) payload = op.data->span();
       if (payload.empty()) {
         uint64_t c = Checksum64(op.data->span());
         for (int i = 0; i < 8; ++i) sum[i] = static_cast<uint8_t>(c >> (8 * i));
@@ -427,6 +499,11 @@ Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before) {
     last_seq_ = seq;
     last_ts_ns_ = ts;
     inflight_.insert(seq);
+    if (behind) {
+      write_behind_[seq] = {op.offset, op.length, op.data};
+      write_behind_bytes_ += op.length;
+      write_behind_cv_.notify_all();
+    }
     if (IsRanged(op.kind)) {
       ++writes_;
       bytes_written_ += op.length;
@@ -486,10 +563,10 @@ Status Volume::CaptureBefore(const Op& op, uint64_t seq, int64_t ts) {
   return Status::Ok();
 }
 
-Status Volume::ApplyToMirror(const Op& op) {
+Status Volume::ApplyToMirror(const Op& op, bool undo_synced) {
   // Ordering: undo durable before the mirror changes. Concurrent writers
   // share one fdatasync (the journal syncs what was appended before it).
-  if (cdp_) {
+  if (cdp_ && !undo_synced) {
     Status st = cdp_->Sync();
     if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": sync undo journal");
   }
@@ -501,6 +578,8 @@ Status Volume::ApplyToMirror(const Op& op) {
     } else {
       CONTINUUM_RETURN_IF_ERROR(ZeroMirror(op.offset, op.length));
     }
+    // A direct change is acknowledged from the mirror: the next Flush syncs it.
+    if (!undo_synced) mirror_dirty_.store(true);
   } else if (cdp_) {
     std::shared_lock mirror_lock(mirror_mu_);
     cdp_->Publish();
@@ -518,13 +597,125 @@ Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
     uint64_t start = offset / bs * bs;
     uint64_t end = (offset + out.size() + bs - 1) / bs * bs;
     io::AlignedBuffer buf(end - start);
-    CONTINUUM_RETURN_IF_ERROR(ReadMirror(start, buf.span()));
+    CONTINUUM_RETURN_IF_ERROR(ReadLogical(start, buf.span()));
     std::memcpy(out.data(), buf.data() + (offset - start), out.size());
     return Status::Ok();
   }
-  // A write is acknowledged only after it reached the mirror, so the mirror
-  // is current for every acknowledged write.
-  return ReadMirror(offset, out);
+  // A write is acknowledged once it reached the mirror or (journal-first)
+  // the write-behind data, so the two together are current.
+  return ReadLogical(offset, out);
+}
+
+Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out) {
+  std::vector<WriteBehind> over;
+  if (write_behind_max_ > 0) {
+    uint64_t end = offset + out.size();
+    std::lock_guard lock(mu_);
+    for (const auto& [seq, w] : write_behind_) {
+      if (w.offset < end && offset < w.offset + w.length) over.push_back(w);
+    }
+  }
+  CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
+  // In seq order, so the newest write to a block wins. An entry the applier
+  // wrote meanwhile is in the mirror too: overlaying it changes nothing.
+  for (const auto& w : over) {
+    uint64_t b = std::max(offset, w.offset);
+    uint64_t e = std::min(offset + out.size(), w.offset + w.length);
+    std::memcpy(out.data() + (b - offset), w.data->data() + (b - w.offset), e - b);
+  }
+  return Status::Ok();
+}
+
+bool Volume::WriteBehindOverlapsLocked(uint64_t b, uint64_t e, bool unsynced) const {
+  if (unsynced) {
+    return std::any_of(unsynced_.begin(), unsynced_.end(),
+                       [&](const auto& u) { return u.second.first < e && b < u.second.second; });
+  }
+  return std::any_of(write_behind_.begin(), write_behind_.end(),
+                     [&](const auto& w) { return w.second.offset < e && b < w.second.offset + w.second.length; });
+}
+
+Status Volume::SettleWriteBehind(uint64_t b, uint64_t e) {
+  bool sync;
+  {
+    std::unique_lock lock(mu_);
+    write_behind_cv_.notify_all();  // no need to wait for a flush
+    applied_cv_.wait(lock, [&] { return !WriteBehindOverlapsLocked(b, e, false) || !apply_error_.ok(); });
+    if (!apply_error_.ok()) return CheckWritable();
+    sync = WriteBehindOverlapsLocked(b, e, true);
+  }
+  // Recovery re-applies a write-behind record only where no later write may
+  // have changed the mirror; so before one does, the earlier data must be
+  // durable in the mirror.
+  if (!sync) return Status::Ok();
+  Status st = SyncMirror();
+  if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": sync mirror"));
+  return Status::Ok();
+}
+
+Status Volume::SyncMirror() {
+  uint64_t upto = 0;
+  {
+    std::lock_guard lock(mu_);
+    if (!unsynced_.empty()) upto = unsynced_.rbegin()->first;
+  }
+  mirror_dirty_.store(false);
+  Status st = mirror_->DataSync();
+  if (!st.ok()) {
+    mirror_dirty_.store(true);
+    return st;
+  }
+  std::lock_guard lock(mu_);
+  unsynced_.erase(unsynced_.begin(), unsynced_.upper_bound(upto));
+  return st;
+}
+
+void Volume::ApplierLoop() {
+  // Write-behind writes reach the mirror in seq order, in batches: one undo
+  // sync (usually already done by the application's fsync) covers a batch.
+  constexpr uint64_t kBatchBytes = 8ull << 20;
+  constexpr auto kWaitForFlush = std::chrono::milliseconds(2);
+  std::unique_lock lock(mu_);
+  auto untaken = [&] { return write_behind_.upper_bound(write_behind_taken_) != write_behind_.end(); };
+  for (;;) {
+    write_behind_cv_.wait(lock, [&] { return applier_stop_ || (untaken() && apply_error_.ok()); });
+    if (applier_stop_ && (!untaken() || !apply_error_.ok())) return;
+    // An fsync is usually on its way: its undo sync then serves this batch.
+    if (!stopping_ && write_behind_bytes_ < cfg_.write_behind_bytes / 2) {
+      uint64_t epoch = flush_epoch_;
+      write_behind_cv_.wait_for(lock, kWaitForFlush, [&] {
+        return flush_epoch_ != epoch || stopping_ || write_behind_bytes_ >= cfg_.write_behind_bytes / 2;
+      });
+    }
+    std::vector<std::pair<uint64_t, WriteBehind>> batch;
+    uint64_t bytes = 0;
+    for (auto it = write_behind_.upper_bound(write_behind_taken_); it != write_behind_.end() && bytes < kBatchBytes;
+         ++it) {
+      batch.emplace_back(it->first, it->second);
+      bytes += it->second.length;
+    }
+    if (batch.empty()) continue;
+    write_behind_taken_ = batch.back().first;
+    lock.unlock();
+    Status st = cdp_->Sync();
+    if (!st.ok()) st = st.WithContext("volume " + cfg_.name + ": sync undo journal");
+    for (auto& [seq, w] : batch) {
+      if (st.ok()) {
+        Op op{.kind = journal::WriteKind::kWrite, .offset = w.offset, .length = w.length, .data = w.data};
+        st = ApplyToMirror(op, /*undo_synced=*/true);
+      }
+      if (!st.ok()) break;  // the rest stays write-behind: reads see it, recovery re-applies it
+      std::lock_guard done(mu_);
+      unsynced_[seq] = {w.offset, w.offset + w.length};
+      write_behind_bytes_ -= w.length;
+      write_behind_.erase(seq);
+      inflight_.erase(seq);
+      applied_seq_ = inflight_.empty() ? last_seq_ : *inflight_.begin() - 1;
+      applied_cv_.notify_all();
+    }
+    if (!st.ok()) Fail(st).IgnoreError();
+    lock.lock();
+  }
 }
 
 Status Volume::ReadMirror(uint64_t offset, std::span<uint8_t> out) const {
@@ -657,11 +848,12 @@ Result<uint64_t> Volume::ReadCurrent(uint64_t offset, std::span<uint8_t> out) {
   if (offset % bs != 0 || out.size() % bs != 0 || offset + out.size() > cfg_.size) {
     return InvalidArgument("volume " + cfg_.name + ": unaligned resync read");
   }
-  // Holding the range, every admitted write to it has reached the mirror and
-  // no new one can start: the contents include every write up to last_seq_.
+  // Holding the range, every admitted write to it is in the mirror or the
+  // write-behind data and no new one can start: the contents include every
+  // write up to last_seq_.
   RangeLock range = LockRange(offset, offset + out.size());
   uint64_t seq = LastSeq();
-  CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
+  CONTINUUM_RETURN_IF_ERROR(ReadLogical(offset, out));
   return seq;
 }
 
@@ -673,8 +865,26 @@ Status Volume::Flush() {
     if (!apply_error_.ok()) return CheckWritable();
     ++flushes_;
   }
+  Status st = FlushSteps();
+  {
+    std::lock_guard lock(mu_);
+    ++flush_epoch_;
+    write_behind_cv_.notify_all();
+  }
+  CONTINUUM_RETURN_IF_ERROR(st);
+  return WaitAck(LastSeq());
+}
+
+Status Volume::FlushSteps() {
+  // Journal-first writes are durable once their undo and write-log records
+  // are; the mirror needs a sync only for writes that went to it directly.
+  bool mirror = write_behind_max_ == 0 || mirror_dirty_.load();
+  if (write_behind_max_ > 0) {
+    Status ust = cdp_->Sync();
+    if (!ust.ok()) return Fail(ust.WithContext("volume " + cfg_.name + ": sync undo journal"));
+  }
   // Every acknowledged write is in the mirror (its undo record already
-  // synced); make the mirror and the write log durable.
+  // synced) or in the journals; make the mirror and the write log durable.
   //
   // Shared flush (ADR 0011): when the write log's new records sit in blocks
   // that need no metadata, writing their pages back before the mirror's
@@ -682,11 +892,11 @@ Status Volume::Flush() {
   if (wlog_shares_flush_) {
     auto wb = wlog_->WriteBackSettled();
     if (!wb.ok()) return wb.status().WithContext("volume " + cfg_.name + ": flush write log");
-    if (wb->has_value()) {
-      Status st = mirror_->DataSync();
+    if (wb->has_value() && mirror) {
+      Status st = SyncMirror();
       if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
       wlog_->MarkDurable(**wb);
-      return WaitAck(LastSeq());
+      return Status::Ok();
     }
   }
   uint64_t ticket = 0;
@@ -695,7 +905,7 @@ Status Volume::Flush() {
     if (!wsync_stop_) ticket = ++wsync_requested_;  // else closed: sync inline
     wsync_cv_.notify_all();
   }
-  Status st = mirror_->DataSync();
+  Status st = mirror ? SyncMirror() : Status::Ok();
   Status wst;
   if (ticket == 0) {
     wst = wlog_->Sync();
@@ -706,7 +916,7 @@ Status Volume::Flush() {
   }
   if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
   if (!wst.ok()) return wst.WithContext("volume " + cfg_.name + ": flush write log");
-  return WaitAck(LastSeq());
+  return Status::Ok();
 }
 
 void Volume::WlogSyncLoop() {
@@ -795,10 +1005,15 @@ Status Volume::Close() {
     if (!maint_thread_.joinable()) return Status::Ok();
     stopping_ = true;
     admitted_cv_.notify_all();
-    // Writes already admitted finish their mirror step.
-    applied_cv_.wait(lock, [&] { return inflight_.empty(); });
+    write_behind_cv_.notify_all();
+    // Writes already admitted finish their mirror step (a failed volume's
+    // write-behind writes stay in the write log: the next Open re-applies them).
+    applied_cv_.wait(lock, [&] { return inflight_.empty() || !apply_error_.ok(); });
+    applier_stop_ = true;
+    write_behind_cv_.notify_all();
     maint_cv_.notify_all();
   }
+  if (applier_thread_.joinable()) applier_thread_.join();
   maint_thread_.join();
   {
     std::lock_guard lock(wsync_mu_);
@@ -837,6 +1052,7 @@ VolumeStats Volume::Stats() const {
     s.writes = writes_;
     s.bytes_written = bytes_written_;
     s.flushes = flushes_;
+    s.write_behind_bytes = write_behind_bytes_;
     if (!apply_error_.ok()) {
       s.error = apply_error_.message();
     } else if (!admit_error_.ok()) {

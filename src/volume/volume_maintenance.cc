@@ -103,7 +103,7 @@ Status Volume::Checkpoint(bool trim) {
   if (applied == checkpoint_seq_) return trim ? TrimWriteLog(applied) : Status::Ok();
   // Ordering: mirror durable -> bitmaps saved (covering `applied`) ->
   // checkpoint names `applied` -> write-log records through it removed.
-  Status st = mirror_->DataSync();
+  Status st = SyncMirror();
   if (!st.ok()) return st.WithContext("volume " + cfg_.name + ": sync mirror");
   CONTINUUM_RETURN_IF_ERROR(tracker_->Save(applied));
   nlohmann::json j{{"applied_seq", applied}, {"ts_ns", WallNowNs()}};

@@ -86,6 +86,9 @@ class CdpStore {
   void NoteSeq(uint64_t seq, int64_t ts_ns);
   // Makes the appended records durable. Must precede the mirror writes.
   Status Sync();
+  // journal::SegmentLog::SetWriteBackOnAppend: the pages of an append start
+  // their write-back at once, so a later Sync mostly only flushes.
+  void SetWriteBackOnAppend(bool on);
   // A zero-filled spare segment for the undo journal, ahead of use
   // (journal::SegmentLog::PrepareSpare).
   Result<bool> PrepareSpare();

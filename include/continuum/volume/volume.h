@@ -62,6 +62,16 @@ struct VolumeConfig {
   // any checkpoint can trim the write log, so records that targets resumed
   // after Open still need are kept; ReleaseOpenCursor() drops it.
   std::optional<uint64_t> open_cursor;
+  // Journal-first CDP writes (docs/adr/0012-journal-first-cdp-writes.md): a
+  // data write of at most this many bytes is acknowledged once its undo and
+  // write-log records (with the data) are appended; the mirror gets it in the
+  // background. 0 = every write reaches the mirror before its acknowledgement.
+  // Only for a CDP volume that is not a replica. $CONTINUUM_CDP_WRITE_BEHIND=0
+  // turns it off (benchmarks compare both).
+  uint64_t write_behind_max_bytes = 128ull << 10;
+  // Data held in memory for writes not yet in the mirror; past it, writes go
+  // the direct way.
+  uint64_t write_behind_bytes = 32ull << 20;
 };
 
 // Called for operator-relevant events ("journal_trimmed", "apply_failed" ...).
@@ -76,6 +86,7 @@ struct VolumeStats {
   uint64_t writes = 0;
   uint64_t bytes_written = 0;
   uint64_t flushes = 0;
+  uint64_t write_behind_bytes = 0;  // acknowledged data not yet in the mirror (journal-first)
   uint64_t journal_bytes = 0;
   uint64_t wlog_bytes = 0;
   cdp::Point oldest;
@@ -234,14 +245,29 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   // the before-image, else read now), write log, ring. Returns 0 for a
   // replica's resend (nothing admitted). The caller holds the range lock and
   // must ApplyToMirror and Complete a returned seq.
-  Result<uint64_t> Admit(const Op& op, const io::AlignedBuffer& before);
+  // `behind`: a journal-first write (ADR 0012), kept in write_behind_ for the applier.
+  Result<uint64_t> Admit(const Op& op, const io::AlignedBuffer& before, bool behind = false);
+  Status FlushSteps();
   static constexpr uint64_t kMaxZeroRecord = 256ull << 20;  // larger zero ranges are split
   // Validates a replicated record and turns it into an Op.
   Result<Op> ReplicatedOp(const journal::RecordHeader& h, std::vector<uint8_t> data) const;
   // Commit for disjoint replicated data writes, stage by stage (AdmitReplicatedBatch).
   Status CommitGroup(std::vector<Op>& group);
   Status CaptureBefore(const Op& op, uint64_t seq, int64_t ts);
-  Status ApplyToMirror(const Op& op);
+  // `undo_synced`: the caller made the undo journal durable through this op.
+  Status ApplyToMirror(const Op& op, bool undo_synced = false);
+  // Journal-first writes (ADR 0012).
+  void ApplierLoop();
+  // Whether a write-behind entry overlaps [b, e) (`unsynced`: or a write-behind
+  // write applied to the mirror since its last sync).
+  bool WriteBehindOverlapsLocked(uint64_t b, uint64_t e, bool unsynced) const;
+  // Before a direct mirror change of [b, e): earlier write-behind writes to it
+  // are in the mirror, and durable there (recovery then skips their blocks).
+  Status SettleWriteBehind(uint64_t b, uint64_t e);
+  // The mirror overlaid with write-behind data: the volume's current contents.
+  Status ReadLogical(uint64_t offset, std::span<uint8_t> out);
+  // Syncs the mirror; write-behind writes applied before it are durable there.
+  Status SyncMirror();
   void Complete(uint64_t seq);
   Status Fail(const Status& st);
   Status WaitAck(uint64_t seq);
@@ -320,6 +346,23 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   Status wsync_status_;           // GUARDED_BY(wsync_mu_): result of the sync that reached wsync_done_
   bool wsync_stop_ = false;       // GUARDED_BY(wsync_mu_)
   std::thread wsync_thread_;
+  // Journal-first writes (ADR 0012).
+  struct WriteBehind {
+    uint64_t offset = 0, length = 0;
+    std::shared_ptr<const io::AlignedBuffer> data;
+  };
+  uint64_t write_behind_max_ = 0;     // 0 = off (set in Recover)
+  std::map<uint64_t, WriteBehind> write_behind_;  // GUARDED_BY(mu_): seq -> acknowledged, not in the mirror
+  uint64_t write_behind_bytes_ = 0;   // GUARDED_BY(mu_)
+  uint64_t write_behind_taken_ = 0;   // GUARDED_BY(mu_): the applier took every seq up to here
+  // GUARDED_BY(mu_): seq -> range of write-behind writes in the mirror but not yet synced there.
+  std::map<uint64_t, std::pair<uint64_t, uint64_t>> unsynced_;
+  uint64_t flush_epoch_ = 0;          // GUARDED_BY(mu_): counts Flushes (the applier waits for one)
+  bool applier_stop_ = false;         // GUARDED_BY(mu_)
+  std::condition_variable write_behind_cv_;  // new write-behind work, a flush, stop
+  std::atomic<bool> mirror_dirty_{false};    // a direct mirror write since the mirror's last sync
+  std::mutex mirror_sync_mu_;                // one mirror sync at a time
+  std::thread applier_thread_;
 };
 
 }  // namespace continuum::volume

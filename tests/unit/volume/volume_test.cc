@@ -280,9 +280,7 @@ TEST_F(VolumeTest, ChangeTrackerReportsChangedRegions) {
 // and the mirror must agree on the order. For every seq, the view at that seq
 // holds exactly that write's data in its range (the write log records the
 // data's checksum), and the volume equals the view at the last seq.
-TEST_F(VolumeTest, ConcurrentOverlappingWritesKeepOneOrder) {
-  cfg_.size = 1ull << 20;  // 256 blocks: writers collide often
-  auto v = OpenVolume();
+void CheckConcurrentOverlappingWrites(const std::shared_ptr<Volume>& v, const VolumeConfig& cfg_) {
   auto keep = v->AddCursor(0);  // keeps the whole write log for the check
   constexpr int kThreads = 4, kWrites = 60;
   std::vector<std::thread> threads;
@@ -310,10 +308,15 @@ TEST_F(VolumeTest, ConcurrentOverlappingWritesKeepOneOrder) {
     if (!*rec) break;
     const auto& h = (*rec)->header;
     if (static_cast<journal::WriteKind>(h.kind) != journal::WriteKind::kWrite) continue;
-    ASSERT_TRUE(h.flags & journal::kFlagNoData);
-    ASSERT_EQ((*rec)->payload.size(), 8u);
+    // A direct write's record has the data's checksum; a write-behind one the data.
     uint64_t want = 0;
-    for (int i = 0; i < 8; ++i) want |= uint64_t((*rec)->payload[i]) << (8 * i);
+    if (h.flags & journal::kFlagNoData) {
+      ASSERT_EQ((*rec)->payload.size(), 8u);
+      for (int i = 0; i < 8; ++i) want |= uint64_t((*rec)->payload[i]) << (8 * i);
+    } else {
+      ASSERT_EQ((*rec)->payload.size(), h.length);
+      want = Checksum64((*rec)->payload);
+    }
     auto view = v->OpenView({h.seq, h.ts_ns}, "");
     ASSERT_TRUE(view.ok()) << view.status().ToString();
     std::vector<uint8_t> got(h.length);
@@ -330,10 +333,31 @@ TEST_F(VolumeTest, ConcurrentOverlappingWritesKeepOneOrder) {
   EXPECT_EQ(a, b);
 }
 
+TEST_F(VolumeTest, ConcurrentOverlappingWritesKeepOneOrder) {
+  cfg_.size = 1ull << 20;  // 256 blocks: writers collide often
+  auto v = OpenVolume();
+  CheckConcurrentOverlappingWrites(v, cfg_);
+}
+
+TEST_F(VolumeTest, ConcurrentOverlappingWritesKeepOneOrderWithoutWriteBehind) {
+  cfg_.size = 1ull << 20;
+  cfg_.write_behind_max_bytes = 0;  // every write reaches the mirror before its acknowledgement
+  auto v = OpenVolume();
+  CheckConcurrentOverlappingWrites(v, cfg_);
+}
+
+TEST_F(VolumeTest, ConcurrentOverlappingWritesKeepOneOrderMixingWriteBehindAndDirect) {
+  cfg_.size = 1ull << 20;
+  cfg_.write_behind_max_bytes = 8 * 4096;  // writes of up to 8 blocks go behind, larger ones direct
+  auto v = OpenVolume();
+  CheckConcurrentOverlappingWrites(v, cfg_);
+}
+
 // Replication cache: data stays in the memory ring until every cursor has
 // acknowledged it, goes to the write log when the ring is full, and past
 // both is left for the target to resync (RingData == nullptr).
 TEST_F(VolumeTest, ReplicationRingSpillsToWriteLogThenToResync) {
+  cfg_.write_behind_max_bytes = 0;  // write-behind records always carry their data
   cfg_.cache_bytes = 64 * 1024;
   cfg_.spill_bytes = 256 * 1024;
   auto v = OpenVolume();
@@ -526,6 +550,99 @@ TEST_F(VolumeTest, WriteInFlightAtACrashIsResentToTargetsNotClaimed) {
   }
   std::sort(resync.begin(), resync.end());
   EXPECT_EQ(resync, (std::vector<std::pair<uint64_t, uint64_t>>{{2 * 4096, 4096}, {5 * 4096, 4096}}));
+}
+
+// Journal-first (ADR 0012): an fsynced write-behind write is durable in the
+// journals alone. A crash before the applier wrote it to the mirror (the
+// copied backing is put back to its old contents) loses nothing: Open
+// re-applies it, and every point in time still reads as it was.
+TEST_F(VolumeTest, WriteBehindSurvivesACrashBeforeTheMirrorHasIt) {
+  std::vector<uint8_t> model(cfg_.size, 0);
+  std::vector<std::pair<cdp::Point, std::vector<uint8_t>>> points;
+  {
+    auto v = OpenVolume();
+    for (int i = 0; i < 12; ++i) {
+      auto d = Pattern(8192, 300 + i);
+      uint64_t off = (i * 5 % 16) * 4096;  // overlapping ranges
+      ASSERT_TRUE(v->Write(off, d, false).ok());
+      std::copy(d.begin(), d.end(), model.begin() + off);
+      points.push_back({{v->LastSeq(), v->LastTimestamp()}, std::vector<uint8_t>(model.begin(), model.begin() + 32 * 4096)});
+    }
+    ASSERT_TRUE(v->Flush().ok());
+    EXPECT_GT(v->Stats().wlog_bytes, 12u * 8192) << "write-behind records carry their data";
+    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
+    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
+    ASSERT_TRUE(v->Close().ok());
+  }
+  cfg_.backing = (dir_ / "crashed.img").string();
+  Poke(cfg_.backing, 0, std::vector<uint8_t>(32 * 4096, 0));  // none of it reached the mirror
+  auto v = Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  std::vector<uint8_t> got(cfg_.size);
+  ASSERT_TRUE((*v)->Read(0, got).ok());
+  EXPECT_EQ(got, model);
+  for (const auto& [p, want] : points) {
+    auto view = (*v)->OpenView(p, "");
+    ASSERT_TRUE(view.ok()) << view.status().ToString();
+    std::vector<uint8_t> at(want.size());
+    ASSERT_TRUE((*view)->Read(0, at).ok());
+    EXPECT_EQ(at, want) << "view at seq " << p.seq;
+  }
+}
+
+// A direct (large) write over a range an earlier write-behind write changed:
+// recovery must not put the older data back over the newer (it re-applies a
+// record only where no later write may have changed the mirror).
+TEST_F(VolumeTest, ReplayNeverPutsAWriteBehindWriteOverALaterDirectOne) {
+  auto small = Pattern(8192, 41);
+  auto large = Pattern(256 * 1024, 42);  // past write_behind_max_bytes: direct
+  std::vector<uint8_t> model(cfg_.size, 0);
+  {
+    auto v = OpenVolume();
+    ASSERT_TRUE(v->Write(4096, small, false).ok());
+    ASSERT_TRUE(v->Write(0, large, false).ok());
+    ASSERT_TRUE(v->Write(512 * 1024, small, false).ok());  // behind, after the direct one
+    ASSERT_TRUE(v->Flush().ok());
+    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
+    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
+    ASSERT_TRUE(v->Close().ok());
+  }
+  std::copy(large.begin(), large.end(), model.begin());
+  std::copy(small.begin(), small.end(), model.begin() + 512 * 1024);
+  cfg_.backing = (dir_ / "crashed.img").string();
+  auto v = Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  std::vector<uint8_t> got(cfg_.size);
+  ASSERT_TRUE((*v)->Read(0, got).ok());
+  EXPECT_EQ(got, model);
+}
+
+// The same for the replication file cache: a spilled record (data in the
+// write log) under a later metadata-only write to the same blocks.
+TEST_F(VolumeTest, ReplayNeverPutsASpilledWriteOverALaterOne) {
+  cfg_.cdp = false;
+  cfg_.cache_bytes = 4096;       // neither fits the ring:
+  cfg_.spill_bytes = 12 * 1024;  // the first goes to the write log, the second is metadata only
+  auto first = Pattern(8192, 51);
+  auto second = Pattern(8192, 52);
+  {
+    auto v = OpenVolume();
+    auto cursor = v->AddCursor(0);
+    ASSERT_TRUE(v->Write(0, first, false).ok());
+    ASSERT_TRUE(v->Write(0, second, false).ok());
+    ASSERT_TRUE(v->Flush().ok());
+    ASSERT_EQ(v->Stats().spilled_records, 1u);
+    ASSERT_EQ(v->Stats().unbuffered_records, 1u);
+    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
+    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
+    ASSERT_TRUE(v->Close().ok());
+  }
+  cfg_.backing = (dir_ / "crashed.img").string();
+  auto v = Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  ASSERT_TRUE(v.ok()) << v.status().ToString();
+  std::vector<uint8_t> got(8192);
+  ASSERT_TRUE((*v)->Read(0, got).ok());
+  EXPECT_EQ(got, second);
 }
 
 TEST_F(VolumeTest, ReplicaReappliesAWriteItsCrashCutShort) {
