@@ -467,6 +467,7 @@ Result<nlohmann::json> VolumeManager::Describe(const std::string& name) {
   j["last_seq"] = s.last_seq;
   j["applied_seq"] = s.applied_seq;
   j["pending_bytes"] = s.pending_bytes;
+  j["write_behind_bytes"] = s.write_behind_bytes;
   j["spilled_records"] = s.spilled_records;
   j["unbuffered_records"] = s.unbuffered_records;
   j["writes"] = s.writes;

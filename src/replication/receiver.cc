@@ -1,6 +1,7 @@
 #include "continuum/replication/receiver.h"
 
 #include <algorithm>
+#include <iterator>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -51,6 +52,11 @@ class FrameReadAhead {
     bytes_ -= item.bytes;
     cv_.notify_all();
     return item;
+  }
+  // Whether a frame is read and waiting within `timeout_ms`.
+  bool WaitReady(int64_t timeout_ns) {
+    std::unique_lock lock(mu_);
+    return cv_.wait_for(lock, std::chrono::nanoseconds(timeout_ns), [&] { return !queue_.empty(); });
   }
   // A frame is waiting (read, or arriving on the connection).
   bool Ready() {
@@ -257,7 +263,8 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) heartbeat.emplace(monitored, hb);
   provider_->Event(rep.name, "source_connected", "from " + conn->PeerName() + " at seq " + std::to_string(durable));
   FrameReadAhead ahead(*conn);
-  Status st = ApplyStream(conn, rep, ahead, monitored);
+  int ack_delay_ms = std::clamp(j.value("ack_delay_ms", 0), 0, 1000);
+  Status st = ApplyStream(conn, rep, ahead, ack_delay_ms, monitored);
   if (!st.ok()) {
     // Tell the source why before `ahead` shuts the connection down (Serve
     // tries again; that one fails quietly).
@@ -268,7 +275,7 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   return st;
 }
 
-Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Replica& rep, FrameReadAhead& ahead,
+Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Replica& rep, FrameReadAhead& ahead, int ack_delay_ms,
                              MonitoredConnection& monitored) {
   auto vol = rep.volume;
   // Record frames are acknowledged after a flush of the replica. While more
@@ -279,7 +286,18 @@ Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Repli
   constexpr int64_t kFlushNs = 50'000'000;
   uint64_t unflushed_seq = 0, unflushed_bytes = 0;
   int64_t unflushed_since = 0;
+  // An async source's frames, held for one batch (ack_delay_ms).
+  const int64_t hold_ns = int64_t{ack_delay_ms} * 1'000'000;
+  std::vector<WireRecord> held;
+  auto admit_held = [&]() -> Status {
+    if (held.empty()) return Status::Ok();
+    CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicatedBatch(held));
+    unflushed_seq = std::max(unflushed_seq, held.back().header.seq);
+    held.clear();
+    return Status::Ok();
+  };
   auto flush_and_ack = [&]() -> Status {
+    CONTINUUM_RETURN_IF_ERROR(admit_held());
     if (unflushed_seq == 0) return Status::Ok();
     // Durable before acknowledged: the source may free what we ack.
     CONTINUUM_RETURN_IF_ERROR(vol->Flush());
@@ -307,10 +325,20 @@ Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Repli
       case FrameType::kRecords: {
         std::vector<WireRecord>& recs = item.records;
         if (recs.empty()) break;
-        CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicatedBatch(recs));
-        if (unflushed_seq == 0) unflushed_since = MonoNowNs();
-        unflushed_seq = std::max(unflushed_seq, recs.back().header.seq);
+        if (unflushed_seq == 0 && held.empty()) unflushed_since = MonoNowNs();
         unflushed_bytes += item.bytes;
+        if (hold_ns > 0) {
+          // Async: apply the frames of up to ack_delay_ms together (one
+          // undo sync, one flush); the source does not wait for the ack.
+          std::move(recs.begin(), recs.end(), std::back_inserter(held));
+          int64_t age = MonoNowNs() - unflushed_since;
+          if (unflushed_bytes >= kFlushBytes || age >= hold_ns || !ahead.WaitReady(hold_ns - age)) {
+            CONTINUUM_RETURN_IF_ERROR(flush_and_ack());
+          }
+          break;
+        }
+        CONTINUUM_RETURN_IF_ERROR(vol->AdmitReplicatedBatch(recs));
+        unflushed_seq = std::max(unflushed_seq, recs.back().header.seq);
         if (!ahead.Ready() || unflushed_bytes >= kFlushBytes || MonoNowNs() - unflushed_since >= kFlushNs) {
           CONTINUUM_RETURN_IF_ERROR(flush_and_ack());
         }

@@ -218,7 +218,8 @@ Status TargetSender::Session() {
                                             {"volume", opts_.volume}, {"size", cfg.size},
                                             {"block_size", cfg.block_size}, {"last_seq", volume_->LastSeq()},
                                             {"heartbeat_ms", opts_.heartbeat.interval_ms},
-                                            {"peer_timeout_ms", opts_.heartbeat.timeout_ms}}));
+                                            {"peer_timeout_ms", opts_.heartbeat.timeout_ms},
+                                            {"ack_delay_ms", opts_.mode == Mode::kAsync ? opts_.async_ack_delay_ms : 0}}));
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
   if (f.type == FrameType::kError) {
     auto j = FrameJson(f);

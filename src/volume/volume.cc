@@ -608,14 +608,28 @@ Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
 
 Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out) {
   std::vector<WriteBehind> over;
+  const uint64_t end = offset + out.size();
   if (write_behind_max_ > 0) {
-    uint64_t end = offset + out.size();
     std::lock_guard lock(mu_);
     for (const auto& [seq, w] : write_behind_) {
       if (w.offset < end && offset < w.offset + w.length) over.push_back(w);
     }
   }
-  CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
+  // The mirror is read only for what the entries leave uncovered.
+  std::map<uint64_t, uint64_t> covered;  // begin -> end, disjoint
+  for (const auto& w : over) {
+    uint64_t b = std::max(offset, w.offset), e = std::min(end, w.offset + w.length);
+    auto it = covered.upper_bound(b);
+    if (it != covered.begin() && std::prev(it)->second >= b) --it;
+    while (it != covered.end() && it->first <= e) {
+      b = std::min(b, it->first);
+      e = std::max(e, it->second);
+      it = covered.erase(it);
+    }
+    covered[b] = e;
+  }
+  bool all = covered.size() == 1 && covered.begin()->first == offset && covered.begin()->second == end;
+  if (!all) CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));
   // In seq order, so the newest write to a block wins. An entry the applier
   // wrote meanwhile is in the mirror too: overlaying it changes nothing.
   for (const auto& w : over) {
@@ -631,8 +645,9 @@ bool Volume::WriteBehindOverlapsLocked(uint64_t b, uint64_t e, bool unsynced) co
     return std::any_of(unsynced_.begin(), unsynced_.end(),
                        [&](const auto& u) { return u.second.first < e && b < u.second.second; });
   }
-  return std::any_of(write_behind_.begin(), write_behind_.end(),
-                     [&](const auto& w) { return w.second.offset < e && b < w.second.offset + w.second.length; });
+  return std::any_of(write_behind_.begin(), write_behind_.end(), [&](const auto& w) {
+    return !w.second.applied && w.second.offset < e && b < w.second.offset + w.second.length;
+  });
 }
 
 Status Volume::SettleWriteBehind(uint64_t b, uint64_t e) {
@@ -643,6 +658,15 @@ Status Volume::SettleWriteBehind(uint64_t b, uint64_t e) {
     applied_cv_.wait(lock, [&] { return !WriteBehindOverlapsLocked(b, e, false) || !apply_error_.ok(); });
     if (!apply_error_.ok()) return CheckWritable();
     sync = WriteBehindOverlapsLocked(b, e, true);
+    // Kept copies of applied entries would hide the change about to come.
+    for (auto it = write_behind_.begin(); it != write_behind_.end();) {
+      if (it->second.applied && it->second.offset < e && b < it->second.offset + it->second.length) {
+        recent_bytes_ -= it->second.length;
+        it = write_behind_.erase(it);
+      } else {
+        ++it;
+      }
+    }
   }
   // Recovery re-applies a write-behind record only where no later write may
   // have changed the mirror; so before one does, the earlier data must be
@@ -708,7 +732,25 @@ void Volume::ApplierLoop() {
       std::lock_guard done(mu_);
       unsynced_[seq] = {w.offset, w.offset + w.length};
       write_behind_bytes_ -= w.length;
-      write_behind_.erase(seq);
+      if (auto it = write_behind_.find(seq); it != write_behind_.end()) {
+        it->second.applied = true;
+        recent_bytes_ += w.length;
+        // Kept entries never overlap: an older one under this one would show
+        // through if this one is dropped first (SettleWriteBehind).
+        for (auto o = write_behind_.begin(); o != it;) {
+          if (o->second.applied && o->second.offset < w.offset + w.length && w.offset < o->second.offset + o->second.length) {
+            recent_bytes_ -= o->second.length;
+            o = write_behind_.erase(o);
+          } else {
+            ++o;
+          }
+        }
+      }
+      // Applied entries are the oldest: the map's front.
+      while (recent_bytes_ > kRecentBytes && !write_behind_.empty() && write_behind_.begin()->second.applied) {
+        recent_bytes_ -= write_behind_.begin()->second.length;
+        write_behind_.erase(write_behind_.begin());
+      }
       inflight_.erase(seq);
       applied_seq_ = inflight_.empty() ? last_seq_ : *inflight_.begin() - 1;
       applied_cv_.notify_all();

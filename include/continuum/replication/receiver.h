@@ -77,7 +77,9 @@ class Receiver {
   void Serve(net::Connection* conn);
   Status ServeStream(net::Connection* conn, std::string* replica_name);
   // The stream after the handshake: frames from `ahead`, applied to `rep`.
-  Status ApplyStream(net::Connection* conn, const ReplicaProvider::Replica& rep, FrameReadAhead& ahead,
+  // `ack_delay_ms` > 0 (an async source): record frames may be held that long
+  // and applied together, with one flush and one acknowledgement.
+  Status ApplyStream(net::Connection* conn, const ReplicaProvider::Replica& rep, FrameReadAhead& ahead, int ack_delay_ms,
                      MonitoredConnection& monitored);
   Status ServeVerify(net::Connection* conn, const HelloInfo& hello, const nlohmann::json& request);
   Status ServeDiff(net::Connection* conn, const HelloInfo& hello);

@@ -47,6 +47,10 @@ struct TargetOptions {
   std::string state_path;   // JSON file holding the acked seq and resync state
   int64_t adaptive_latency_ns = 500'000'000;  // adaptive: degrade when an ack takes longer
   uint64_t window_bytes = 64ull << 20;        // unacknowledged bytes in flight
+  // Async: the target may hold record frames this long and apply them as one
+  // batch with one flush (fewer device flushes beside the application's).
+  // Sync and adaptive targets acknowledge at once.
+  int async_ack_delay_ms = 20;
   Codec compress = Codec::kNone;              // RECORDS payloads (kept plain when they do not shrink)
   uint64_t bandwidth = 0;                     // bytes/s on the wire for this target; 0 = unlimited
   HeartbeatOptions heartbeat;                 // idle interval and peer timeout (both ends)

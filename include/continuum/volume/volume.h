@@ -103,7 +103,12 @@ struct VolumeStats {
 //         data's checksum] -> undo durable (group commit) -> publish to views
 //         -> O_DIRECT write to the mirror -> changed-block bitmaps.
 //
-// Data is written once, directly to the mirror; the write log records
+// Journal-first (docs/adr/0012-journal-first-cdp-writes.md): on a CDP
+// volume, a small data write stops after admission (its write-log record
+// then carries the data) and sits in write_behind_; ApplierLoop does the
+// undo sync, publish and mirror write later, in seq order. Reads overlay it.
+//
+// Otherwise data is written once, directly to the mirror; the write log records
 // metadata (seq, time, range, checksum) in seq order. Replication targets get
 // the data from a memory ring, or from the write log when the ring is full
 // (spill), or — past both — as a resync of the range from the mirror.
@@ -350,10 +355,16 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   struct WriteBehind {
     uint64_t offset = 0, length = 0;
     std::shared_ptr<const io::AlignedBuffer> data;
+    // In the mirror already: kept (up to kRecentBytes) because the blocks are
+    // often written again soon (a WAL page), and then their before-image
+    // comes from here instead of a mirror read.
+    bool applied = false;
   };
+  static constexpr uint64_t kRecentBytes = 4ull << 20;
+  uint64_t recent_bytes_ = 0;         // GUARDED_BY(mu_): applied entries kept in write_behind_
   uint64_t write_behind_max_ = 0;     // 0 = off (set in Recover)
-  std::map<uint64_t, WriteBehind> write_behind_;  // GUARDED_BY(mu_): seq -> acknowledged, not in the mirror
-  uint64_t write_behind_bytes_ = 0;   // GUARDED_BY(mu_)
+  std::map<uint64_t, WriteBehind> write_behind_;  // GUARDED_BY(mu_): seq -> acknowledged, not (or just) in the mirror
+  uint64_t write_behind_bytes_ = 0;   // GUARDED_BY(mu_): of entries not yet applied
   uint64_t write_behind_taken_ = 0;   // GUARDED_BY(mu_): the applier took every seq up to here
   // GUARDED_BY(mu_): seq -> range of write-behind writes in the mirror but not yet synced there.
   std::map<uint64_t, std::pair<uint64_t, uint64_t>> unsynced_;
