@@ -143,10 +143,11 @@ Status Volume::Recover() {
   applied_seq_ = last_seq_;
   last_ts_ns_ = ts;
   // Journal-first writes need the undo journal (the before-image is what
-  // makes the early acknowledgement safe to roll back) and a source's seqs.
+  // makes the early acknowledgement safe to roll back). A replica's records
+  // carry their data anyway: its flush (the source's ack) then skips the mirror.
   const char* wb_env = std::getenv("CONTINUUM_CDP_WRITE_BEHIND");
   bool wb_off = wb_env != nullptr && (std::string(wb_env) == "0" || std::string(wb_env) == "off");
-  write_behind_max_ = cfg_.cdp && !cfg_.replica && !wb_off ? cfg_.write_behind_max_bytes : 0;
+  write_behind_max_ = cfg_.cdp && !wb_off ? cfg_.write_behind_max_bytes : 0;
   // An fsync then waits for the undo journal's sync: its pages should be on
   // their way to the device already.
   if (write_behind_max_ > 0) cdp_->SetWriteBackOnAppend(true);
@@ -378,17 +379,14 @@ Result<uint64_t> Volume::Commit(Op op) {
   // its range are there (and durable there).
   bool behind = false;
   if (write_behind_max_ > 0 && IsRanged(op.kind)) {
-    if (op.kind == journal::WriteKind::kWrite && op.given_seq == 0 && op.length <= write_behind_max_) {
-      std::lock_guard lock(mu_);
-      behind = write_behind_bytes_ + op.length <= cfg_.write_behind_bytes;
-    }
+    behind = WriteBehindFits(op);
     if (!behind) CONTINUUM_RETURN_IF_ERROR(SettleWriteBehind(op.offset, op.offset + op.length));
   }
   // The before-image of a data write is read outside the admission lock, so
   // writers overlap their reads: the range lock keeps it stable, and every
   // earlier write to the range is in the mirror or the write-behind data.
   io::AlignedBuffer before;
-  if (cdp_ && op.kind == journal::WriteKind::kWrite && op.given_seq == 0) {
+  if (cdp_ && op.kind == journal::WriteKind::kWrite) {
     before.Resize(op.length);
     CONTINUUM_RETURN_IF_ERROR(ReadLogical(op.offset, before.span()));
   }
@@ -638,6 +636,12 @@ Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out) {
     std::memcpy(out.data() + (b - offset), w.data->data() + (b - w.offset), e - b);
   }
   return Status::Ok();
+}
+
+bool Volume::WriteBehindFits(const Op& op) {
+  if (write_behind_max_ == 0 || op.kind != journal::WriteKind::kWrite || op.length > write_behind_max_) return false;
+  std::lock_guard lock(mu_);
+  return write_behind_bytes_ + op.length <= cfg_.write_behind_bytes;
 }
 
 bool Volume::WriteBehindOverlapsLocked(uint64_t b, uint64_t e, bool unsynced) const {

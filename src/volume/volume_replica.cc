@@ -97,19 +97,29 @@ Status Volume::CommitGroup(std::vector<Op>& group) {
   std::vector<RangeLock> ranges;
   ranges.reserve(n);
   for (const Op& op : group) ranges.push_back(LockRange(op.offset, op.offset + op.length));
+  // Journal-first (ADR 0012): small writes are in the journals once
+  // admitted; the applier puts them in the mirror. The others go direct,
+  // after earlier write-behind data in their ranges is in the mirror.
+  std::vector<bool> behind(n, false);
+  for (size_t k = 0; k < n; ++k) {
+    behind[k] = WriteBehindFits(group[k]);
+    if (!behind[k] && write_behind_max_ > 0) {
+      CONTINUUM_RETURN_IF_ERROR(SettleWriteBehind(group[k].offset, group[k].offset + group[k].length));
+    }
+  }
   std::vector<io::AlignedBuffer> before(n);
   std::vector<Status> st(n);
   if (cdp_) {
     apply_pool_->Run(n, [&](size_t k) {
       before[k].Resize(group[k].length);
-      st[k] = ReadMirror(group[k].offset, before[k].span());
+      st[k] = ReadLogical(group[k].offset, before[k].span());
     });
     for (const Status& s : st) CONTINUUM_RETURN_IF_ERROR(s);
   }
   std::vector<uint64_t> seqs(n, 0);
   Status admit_error;
   for (size_t k = 0; k < n; ++k) {
-    auto seq = Admit(group[k], before[k]);
+    auto seq = Admit(group[k], before[k], behind[k]);
     if (!seq.ok()) {
       admit_error = seq.status();  // the ones admitted before it are still applied
       break;
@@ -117,12 +127,12 @@ Status Volume::CommitGroup(std::vector<Op>& group) {
     seqs[k] = *seq;
   }
   apply_pool_->Run(n, [&](size_t k) {
-    if (seqs[k] == 0) return;  // not admitted, or a resend
+    if (seqs[k] == 0 || behind[k]) return;  // not admitted, a resend, or the applier's
     st[k] = ApplyToMirror(group[k]);
     Complete(seqs[k]);
   });
   for (size_t k = 0; k < n; ++k) {
-    if (seqs[k] != 0 && !st[k].ok()) return Fail(st[k]);
+    if (seqs[k] != 0 && !behind[k] && !st[k].ok()) return Fail(st[k]);
   }
   return admit_error;
 }

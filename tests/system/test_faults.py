@@ -26,7 +26,8 @@ def small_state_agent(tmp_path):
         subprocess.run(["umount", "-l", str(state)], capture_output=True)
 
 
-def test_state_disk_full_refuses_writes_clearly_and_loses_nothing(small_state_agent, tmp_path):
+@pytest.mark.parametrize("size", [1 << 20, 64 << 10], ids=["direct-1MiB", "journal-first-64KiB"])
+def test_state_disk_full_refuses_writes_clearly_and_loses_nothing(small_state_agent, tmp_path, size):
     a = small_state_agent
     a.start()
     a.cli("volume", "create", "v", "--backing", str(tmp_path / "v.img"), "--size", "64M",
@@ -37,9 +38,9 @@ def test_state_disk_full_refuses_writes_clearly_and_loses_nothing(small_state_ag
     failed_off = None
     fd = os.open(dev, os.O_RDWR)
     try:
-        for i in range(400):
-            data = os.urandom(1 << 20)
-            off = (i % 60) << 20
+        for i in range(400 * (1 << 20) // size):
+            data = os.urandom(size)
+            off = (i % (60 * (1 << 20) // size)) * size
             try:
                 os.pwrite(fd, data, off)
                 os.fsync(fd)
@@ -74,6 +75,60 @@ def test_state_disk_full_refuses_writes_clearly_and_loses_nothing(small_state_ag
                 continue
             f.seek(off)
             assert f.read(len(data)) == data, f"acknowledged write at {off} lost"
+
+
+def test_backing_disk_full_after_a_journal_first_acknowledgement_loses_nothing(tmp_path):
+    """Small writes are acknowledged from the journals and reach the backing
+    later (docs/adr/0012-journal-first-cdp-writes.md). When the backing's disk
+    is full at that point, the volume fails, the next fsync says so, and after
+    the disk has room again a restart puts every acknowledged write back."""
+    root = tmp_path / "a"
+    root.mkdir()
+    disk = tmp_path / "backing-disk"
+    disk.mkdir()
+    run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)])
+    a = Agent(root)
+    try:
+        a.start()
+        a.cli("volume", "create", "v", "--backing", str(disk / "v.img"), "--size", "64M")
+        dev = a.cli("volume", "up", "v").stdout.strip()
+        acked = {}
+        error = None
+        fd = os.open(dev, os.O_RDWR)
+        try:
+            for i in range(400):  # 25 MiB into a sparse file on an 8 MiB disk
+                data = os.urandom(64 << 10)
+                try:
+                    os.pwrite(fd, data, i * len(data))
+                    os.fsync(fd)
+                except OSError as e:
+                    error = e
+                    break
+                acked[i * len(data)] = data
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        assert error is not None, "writes kept succeeding with the backing's disk full"
+        assert len(acked) >= 64, "the disk filled before 4 MiB were written"
+        st = a.cli("volume", "status", "v", json_out=True)
+        assert st["state"] == "failed", st
+        assert "No space left" in st.get("error", ""), st
+        assert any(e["kind"] == "apply_failed" for e in a.cli("events", "--volume", "v", json_out=True))
+
+        a.kill9()
+        run(["mount", "-o", "remount,size=128m", str(disk)])
+        a.start()
+        st = a.cli("volume", "status", "v", json_out=True)
+        assert st["state"] == "up", st
+        with open(st["device"], "rb", buffering=0) as f:
+            for off, data in acked.items():
+                f.seek(off)
+                assert f.read(len(data)) == data, f"acknowledged write at {off} lost"
+    finally:
+        a.cleanup()
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_consistent_bookmark_runs_hooks(make_agent):

@@ -263,6 +263,8 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   Status ApplyToMirror(const Op& op, bool undo_synced = false);
   // Journal-first writes (ADR 0012).
   void ApplierLoop();
+  // Whether `op` may be a write-behind write (small, room in memory).
+  bool WriteBehindFits(const Op& op);
   // Whether a write-behind entry overlaps [b, e) (`unsynced`: or a write-behind
   // write applied to the mirror since its last sync).
   bool WriteBehindOverlapsLocked(uint64_t b, uint64_t e, bool unsynced) const;
