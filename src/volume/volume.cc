@@ -151,6 +151,7 @@ Status Volume::Recover() {
   // An fsync then waits for the undo journal's sync: its pages should be on
   // their way to the device already.
   if (write_behind_max_ > 0) cdp_->SetWriteBackOnAppend(true);
+  captured_through_ = last_seq_;
   if (!replay.empty()) {
     Logger("volume")->info("volume {}: replaying {} write-log records after seq {}", cfg_.name, replay.size(),
                            checkpoint_seq_);
@@ -386,7 +387,7 @@ Result<uint64_t> Volume::Commit(Op op) {
   // writers overlap their reads: the range lock keeps it stable, and every
   // earlier write to the range is in the mirror or the write-behind data.
   io::AlignedBuffer before;
-  if (cdp_ && op.kind == journal::WriteKind::kWrite) {
+  if (cdp_ && op.kind == journal::WriteKind::kWrite && !behind) {
     before.Resize(op.length);
     CONTINUUM_RETURN_IF_ERROR(ReadLogical(op.offset, before.span()));
   }
@@ -425,10 +426,15 @@ Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before, bo
     // The before-image goes to the undo journal before anything names the
     // write; a failure here leaves the journal in an unknown state for this
     // seq, so the volume fails (restart recovers it).
-    if (cdp_) {
-      Status st = before.size() > 0
-                      ? cdp_->AppendBefore(seq, ts, op.offset / cfg_.block_size, before.span(), true)
-                      : CaptureBefore(op, seq, ts);
+    // A write-behind write's undo record comes later (the applier reads its
+    // before-image off the application's path); undo records stay in seq
+    // order, so anything else first appends those of earlier ones.
+    if (cdp_ && !behind) {
+      Status st = CaptureWriteBehindLocked(seq - 1, nullptr);
+      if (st.ok()) {
+        st = before.size() > 0 ? cdp_->AppendBefore(seq, ts, op.offset / cfg_.block_size, before.span(), true)
+                               : CaptureBefore(op, seq, ts);
+      }
       if (!st.ok()) return Fail(st);
     }
     journal::RecordHeader h;
@@ -498,7 +504,7 @@ Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before, bo
     last_ts_ns_ = ts;
     inflight_.insert(seq);
     if (behind) {
-      write_behind_[seq] = {op.offset, op.length, op.data};
+      write_behind_[seq] = {op.offset, op.length, op.data, false, ts};
       write_behind_bytes_ += op.length;
       write_behind_cv_.notify_all();
     }
@@ -604,12 +610,13 @@ Status Volume::Read(uint64_t offset, std::span<uint8_t> out) {
   return ReadLogical(offset, out);
 }
 
-Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out) {
+Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out, uint64_t below_seq) {
   std::vector<WriteBehind> over;
   const uint64_t end = offset + out.size();
   if (write_behind_max_ > 0) {
     std::lock_guard lock(mu_);
-    for (const auto& [seq, w] : write_behind_) {
+    for (auto it = write_behind_.begin(); it != write_behind_.end() && it->first < below_seq; ++it) {
+      const WriteBehind& w = it->second;
       if (w.offset < end && offset < w.offset + w.length) over.push_back(w);
     }
   }
@@ -698,6 +705,32 @@ Status Volume::SyncMirror() {
   return st;
 }
 
+Status Volume::CaptureWriteBehindLocked(uint64_t upto, std::map<uint64_t, io::AlignedBuffer>* pre) {
+  for (;;) {
+    uint64_t seq;
+    WriteBehind w;
+    {
+      std::lock_guard lock(mu_);
+      auto it = write_behind_.upper_bound(captured_through_.load());
+      if (it == write_behind_.end() || it->first > upto) return Status::Ok();
+      seq = it->first;
+      w = it->second;
+    }
+    // Every older write is in the mirror or older entries, and no newer one
+    // reached the mirror (it would need this record first): this is the
+    // range as of just before `seq`.
+    io::AlignedBuffer before;
+    if (pre != nullptr && pre->count(seq) != 0) {
+      before = std::move((*pre)[seq]);
+    } else {
+      before.Resize(w.length);
+      CONTINUUM_RETURN_IF_ERROR(ReadLogical(w.offset, before.span(), seq));
+    }
+    CONTINUUM_RETURN_IF_ERROR(cdp_->AppendBefore(seq, w.ts_ns, w.offset / cfg_.block_size, before.span(), true));
+    captured_through_ = seq;
+  }
+}
+
 void Volume::ApplierLoop() {
   // Write-behind writes reach the mirror in seq order, in batches: one undo
   // sync (usually already done by the application's fsync) covers a batch.
@@ -725,7 +758,22 @@ void Volume::ApplierLoop() {
     if (batch.empty()) continue;
     write_behind_taken_ = batch.back().first;
     lock.unlock();
-    Status st = cdp_->Sync();
+    // Before-images are read here, outside the admission lock; the undo
+    // records are appended in seq order under it.
+    std::map<uint64_t, io::AlignedBuffer> pre;
+    Status st;
+    for (const auto& [seq, w] : batch) {
+      if (seq <= captured_through_.load()) continue;
+      io::AlignedBuffer& b = pre[seq];
+      b.Resize(w.length);
+      st = ReadLogical(w.offset, b.span(), seq);
+      if (!st.ok()) break;
+    }
+    if (st.ok()) {
+      std::lock_guard append(append_mu_);
+      st = CaptureWriteBehindLocked(batch.back().first, &pre);
+    }
+    if (st.ok()) st = cdp_->Sync();
     if (!st.ok()) st = st.WithContext("volume " + cfg_.name + ": sync undo journal");
     for (auto& [seq, w] : batch) {
       if (st.ok()) {

@@ -111,6 +111,7 @@ Status Volume::CommitGroup(std::vector<Op>& group) {
   std::vector<Status> st(n);
   if (cdp_) {
     apply_pool_->Run(n, [&](size_t k) {
+      if (behind[k]) return;  // the applier reads it
       before[k].Resize(group[k].length);
       st[k] = ReadLogical(group[k].offset, before[k].span());
     });

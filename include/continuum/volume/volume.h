@@ -272,7 +272,8 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   // are in the mirror, and durable there (recovery then skips their blocks).
   Status SettleWriteBehind(uint64_t b, uint64_t e);
   // The mirror overlaid with write-behind data: the volume's current contents.
-  Status ReadLogical(uint64_t offset, std::span<uint8_t> out);
+  // `below_seq`: only write-behind writes older than it (a before-image).
+  Status ReadLogical(uint64_t offset, std::span<uint8_t> out, uint64_t below_seq = UINT64_MAX);
   // Syncs the mirror; write-behind writes applied before it are durable there.
   Status SyncMirror();
   void Complete(uint64_t seq);
@@ -361,7 +362,16 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
     // often written again soon (a WAL page), and then their before-image
     // comes from here instead of a mirror read.
     bool applied = false;
+    int64_t ts_ns = 0;  // the write's time (its undo record is appended later)
   };
+  // The undo journal has the before-images of write-behind writes through
+  // here (appended in seq order: by the applier, or by an admission that
+  // must come after them). GUARDED_BY(append_mu_); read without it as a hint.
+  std::atomic<uint64_t> captured_through_{0};
+  // REQUIRES append_mu_. Appends the undo records of write-behind writes up
+  // to `upto`, taking before-images from `pre` (read ahead by the applier)
+  // or reading them now.
+  Status CaptureWriteBehindLocked(uint64_t upto, std::map<uint64_t, io::AlignedBuffer>* pre);
   static constexpr uint64_t kRecentBytes = 4ull << 20;
   uint64_t recent_bytes_ = 0;         // GUARDED_BY(mu_): applied entries kept in write_behind_
   uint64_t write_behind_max_ = 0;     // 0 = off (set in Recover)
