@@ -22,6 +22,18 @@ constexpr uint64_t kMaxRecordBytes = 4ull << 20;   // larger writes are split
 
 bool IsRanged(journal::WriteKind k) { return k == journal::WriteKind::kWrite || k == journal::WriteKind::kZero; }
 
+// Adds [b, e) to a set of disjoint ranges (begin -> end), merging what it touches.
+void AddRange(std::map<uint64_t, uint64_t>& set, uint64_t b, uint64_t e) {
+  auto it = set.upper_bound(b);
+  if (it != set.begin() && std::prev(it)->second >= b) --it;
+  while (it != set.end() && it->first <= e) {
+    b = std::min(b, it->first);
+    e = std::max(e, it->second);
+    it = set.erase(it);
+  }
+  set[b] = e;
+}
+
 }  // namespace
 
 Result<std::shared_ptr<Volume>> Volume::Open(const VolumeConfig& cfg, const std::string& dir,
@@ -206,16 +218,6 @@ Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_la
   std::vector<std::vector<ChangedExtent>> uncovered(records.size());
   {
     std::map<uint64_t, uint64_t> changed;  // begin -> end, disjoint: may have changed the mirror
-    auto add = [](std::map<uint64_t, uint64_t>& set, uint64_t b, uint64_t e) {
-      auto it = set.upper_bound(b);
-      if (it != set.begin() && std::prev(it)->second >= b) --it;
-      while (it != set.end() && it->first <= e) {
-        b = std::min(b, it->first);
-        e = std::max(e, it->second);
-        it = set.erase(it);
-      }
-      set[b] = e;
-    };
     for (size_t i = records.size(); i-- > 0;) {
       const auto& h = records[i].header;
       auto kind = static_cast<journal::WriteKind>(h.kind);
@@ -231,7 +233,7 @@ Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_la
         }
         if (pos < e) uncovered[i].push_back({pos, e - pos});
       }
-      if (!cdp_ || h.seq <= undo_latest) add(changed, b, e);
+      if (!cdp_ || h.seq <= undo_latest) AddRange(changed, b, e);
     }
   }
   {
@@ -247,15 +249,7 @@ Status Volume::Replay(const std::vector<ReplayRecord>& records, uint64_t undo_la
       if (!IsRanged(kind) || h.length == 0) continue;
       uint64_t b = h.offset, e = h.offset + h.length;
       if (kind == journal::WriteKind::kWrite && (h.flags & journal::kFlagNoData)) checkable[i] = !overlaps(b, e);
-      // Merge [b, e) into the set.
-      auto it = claimed.upper_bound(b);
-      if (it != claimed.begin() && std::prev(it)->second >= b) --it;
-      while (it != claimed.end() && it->first <= e) {
-        b = std::min(b, it->first);
-        e = std::max(e, it->second);
-        it = claimed.erase(it);
-      }
-      claimed[b] = e;
+      AddRange(claimed, b, e);
     }
   }
   // In seq order, one record at a time. Records that carry data (spilled,
@@ -623,15 +617,7 @@ Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out, uint64_t bel
   // The mirror is read only for what the entries leave uncovered.
   std::map<uint64_t, uint64_t> covered;  // begin -> end, disjoint
   for (const auto& w : over) {
-    uint64_t b = std::max(offset, w.offset), e = std::min(end, w.offset + w.length);
-    auto it = covered.upper_bound(b);
-    if (it != covered.begin() && std::prev(it)->second >= b) --it;
-    while (it != covered.end() && it->first <= e) {
-      b = std::min(b, it->first);
-      e = std::max(e, it->second);
-      it = covered.erase(it);
-    }
-    covered[b] = e;
+    AddRange(covered, std::max(offset, w.offset), std::min(end, w.offset + w.length));
   }
   bool all = covered.size() == 1 && covered.begin()->first == offset && covered.begin()->second == end;
   if (!all) CONTINUUM_RETURN_IF_ERROR(ReadMirror(offset, out));

@@ -1,6 +1,7 @@
 """Destructive tests: the agent's own disk fills up; hooks for consistent
 bookmarks; a corrupted journal file."""
 
+import contextlib
 import os
 import subprocess
 from pathlib import Path
@@ -10,20 +11,27 @@ import pytest
 from conftest import Agent, run
 
 
-@pytest.fixture
-def small_state_agent(tmp_path):
-    """An agent whose state directory is a 48 MiB tmpfs: its journals fill it."""
+@contextlib.contextmanager
+def agent_with_small_disk(tmp_path, disk, size):
+    """An agent under tmp_path/a, and a tmpfs of `size` mounted at `disk`
+    (created); both are cleaned up on the way out."""
     root = tmp_path / "a"
     root.mkdir()
-    state = root / "state"
-    state.mkdir()
-    run(["mount", "-t", "tmpfs", "-o", "size=48m", "tmpfs", str(state)])
+    disk.mkdir(parents=True)
+    run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(disk)])
     a = Agent(root)
     try:
         yield a
     finally:
         a.cleanup()
-        subprocess.run(["umount", "-l", str(state)], capture_output=True)
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+@pytest.fixture
+def small_state_agent(tmp_path):
+    """An agent whose state directory is a 48 MiB tmpfs: its journals fill it."""
+    with agent_with_small_disk(tmp_path, tmp_path / "a" / "state", "48m") as a:
+        yield a
 
 
 @pytest.mark.parametrize("size", [1 << 20, 64 << 10], ids=["direct-1MiB", "journal-first-64KiB"])
@@ -82,13 +90,8 @@ def test_backing_disk_full_after_a_journal_first_acknowledgement_loses_nothing(t
     later (docs/adr/0012-journal-first-cdp-writes.md). When the backing's disk
     is full at that point, the volume fails, the next fsync says so, and after
     the disk has room again a restart puts every acknowledged write back."""
-    root = tmp_path / "a"
-    root.mkdir()
     disk = tmp_path / "backing-disk"
-    disk.mkdir()
-    run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)])
-    a = Agent(root)
-    try:
+    with agent_with_small_disk(tmp_path, disk, "8m") as a:
         a.start()
         a.cli("volume", "create", "v", "--backing", str(disk / "v.img"), "--size", "64M")
         dev = a.cli("volume", "up", "v").stdout.strip()
@@ -126,9 +129,6 @@ def test_backing_disk_full_after_a_journal_first_acknowledgement_loses_nothing(t
             for off, data in acked.items():
                 f.seek(off)
                 assert f.read(len(data)) == data, f"acknowledged write at {off} lost"
-    finally:
-        a.cleanup()
-        subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
 def test_consistent_bookmark_runs_hooks(make_agent):

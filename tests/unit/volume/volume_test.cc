@@ -43,6 +43,20 @@ class VolumeTest : public ::testing::Test {
     return v.ok() ? v.value() : nullptr;
   }
 
+  // Copies the state directory and the backing as a crash would leave them
+  // (to "crashed" and "crashed.img"), then closes the volume.
+  void CopyAsCrashedThenClose(const std::shared_ptr<Volume>& v) {
+    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
+    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
+    ASSERT_TRUE(v->Close().ok());
+  }
+
+  // Opens the copies CopyAsCrashedThenClose made.
+  Result<std::shared_ptr<Volume>> OpenCrashed() {
+    cfg_.backing = (dir_ / "crashed.img").string();
+    return Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  }
+
   fs::path dir_;
   VolumeConfig cfg_;
 };
@@ -421,12 +435,9 @@ TEST_F(VolumeTest, ReopenWithoutCloseKeepsAcknowledgedWritesAndBitmaps) {
     ASSERT_TRUE(v->Flush().ok());
     // Leak the volume's state as a crash would: copy the state dir and the
     // backing before Close, then reopen the copies.
-    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
-    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
-    ASSERT_TRUE(v->Close().ok());
+    CopyAsCrashedThenClose(v);
   }
-  cfg_.backing = (dir_ / "crashed.img").string();
-  auto v = Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  auto v = OpenCrashed();
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   std::vector<uint8_t> got(cfg_.size);
   ASSERT_TRUE((*v)->Read(0, got).ok());
@@ -520,9 +531,7 @@ TEST_F(VolumeTest, WriteInFlightAtACrashIsResentToTargetsNotClaimed) {
     ASSERT_TRUE(v->Write(0, Pattern(4096, 99), false).ok());
     ASSERT_TRUE(v->Flush().ok());
     last = v->LastSeq();
-    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
-    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
-    ASSERT_TRUE(v->Close().ok());
+    CopyAsCrashedThenClose(v);
   }
   // The crash came before the mirror write of block 5 (seq 6) and block 2.
   cfg_.backing = (dir_ / "crashed.img").string();
@@ -570,9 +579,7 @@ TEST_F(VolumeTest, WriteBehindSurvivesACrashBeforeTheMirrorHasIt) {
     }
     ASSERT_TRUE(v->Flush().ok());
     EXPECT_GT(v->Stats().wlog_bytes, 12u * 8192) << "write-behind records carry their data";
-    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
-    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
-    ASSERT_TRUE(v->Close().ok());
+    CopyAsCrashedThenClose(v);
   }
   cfg_.backing = (dir_ / "crashed.img").string();
   Poke(cfg_.backing, 0, std::vector<uint8_t>(32 * 4096, 0));  // none of it reached the mirror
@@ -603,14 +610,11 @@ TEST_F(VolumeTest, ReplayNeverPutsAWriteBehindWriteOverALaterDirectOne) {
     ASSERT_TRUE(v->Write(0, large, false).ok());
     ASSERT_TRUE(v->Write(512 * 1024, small, false).ok());  // behind, after the direct one
     ASSERT_TRUE(v->Flush().ok());
-    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
-    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
-    ASSERT_TRUE(v->Close().ok());
+    CopyAsCrashedThenClose(v);
   }
   std::copy(large.begin(), large.end(), model.begin());
   std::copy(small.begin(), small.end(), model.begin() + 512 * 1024);
-  cfg_.backing = (dir_ / "crashed.img").string();
-  auto v = Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  auto v = OpenCrashed();
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   std::vector<uint8_t> got(cfg_.size);
   ASSERT_TRUE((*v)->Read(0, got).ok());
@@ -633,12 +637,9 @@ TEST_F(VolumeTest, ReplayNeverPutsASpilledWriteOverALaterOne) {
     ASSERT_TRUE(v->Flush().ok());
     ASSERT_EQ(v->Stats().spilled_records, 1u);
     ASSERT_EQ(v->Stats().unbuffered_records, 1u);
-    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
-    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
-    ASSERT_TRUE(v->Close().ok());
+    CopyAsCrashedThenClose(v);
   }
-  cfg_.backing = (dir_ / "crashed.img").string();
-  auto v = Volume::Open(cfg_, (dir_ / "crashed").string(), nullptr);
+  auto v = OpenCrashed();
   ASSERT_TRUE(v.ok()) << v.status().ToString();
   std::vector<uint8_t> got(8192);
   ASSERT_TRUE((*v)->Read(0, got).ok());
@@ -660,9 +661,7 @@ TEST_F(VolumeTest, ReplicaReappliesAWriteItsCrashCutShort) {
       ASSERT_TRUE(v->AdmitReplicated(h, data).ok());
     }
     ASSERT_TRUE(v->Flush().ok());
-    fs::copy(dir_ / "state", dir_ / "crashed", fs::copy_options::recursive);
-    fs::copy_file(cfg_.backing, dir_ / "crashed.img");
-    ASSERT_TRUE(v->Close().ok());
+    CopyAsCrashedThenClose(v);
   }
   cfg_.backing = (dir_ / "crashed.img").string();
   Poke(cfg_.backing, 3 * 8192, std::vector<uint8_t>(8192, 0));  // seq 13 never reached the mirror
