@@ -958,33 +958,35 @@ Status Volume::Flush() {
 Status Volume::FlushSteps() {
   // Journal-first writes are durable once their undo and write-log records
   // are; the mirror needs a sync only for writes that went to it directly.
-  bool mirror = write_behind_max_ == 0 || mirror_dirty_.load();
-  if (write_behind_max_ > 0) {
-    Status ust = cdp_->Sync();
-    if (!ust.ok()) return Fail(ust.WithContext("volume " + cfg_.name + ": sync undo journal"));
-  }
-  // Every acknowledged write is in the mirror (its undo record already
-  // synced) or in the journals; make the mirror and the write log durable.
-  //
+  // (No order among these syncs: a mirror write never waits for a flush, its
+  // undo record was durable before it.)
+  const bool mirror = write_behind_max_ == 0 || mirror_dirty_.load();
   // Shared flush (ADR 0011): when the write log's new records sit in blocks
   // that need no metadata, writing their pages back before the mirror's
   // fdatasync is enough: the cache flush that ends it covers both files.
-  if (wlog_shares_flush_) {
+  if (wlog_shares_flush_ && mirror) {
+    if (write_behind_max_ > 0) {
+      Status ust = cdp_->Sync();
+      if (!ust.ok()) return Fail(ust.WithContext("volume " + cfg_.name + ": sync undo journal"));
+    }
     auto wb = wlog_->WriteBackSettled();
     if (!wb.ok()) return wb.status().WithContext("volume " + cfg_.name + ": flush write log");
-    if (wb->has_value() && mirror) {
+    if (wb->has_value()) {
       Status st = SyncMirror();
       if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
       wlog_->MarkDurable(**wb);
       return Status::Ok();
     }
   }
+  // Otherwise the write log syncs on its thread while this one syncs the
+  // undo journal and the mirror.
   uint64_t ticket = 0;
   {
     std::lock_guard lock(wsync_mu_);
     if (!wsync_stop_) ticket = ++wsync_requested_;  // else closed: sync inline
     wsync_cv_.notify_all();
   }
+  Status ust = write_behind_max_ > 0 ? cdp_->Sync() : Status::Ok();
   Status st = mirror ? SyncMirror() : Status::Ok();
   Status wst;
   if (ticket == 0) {
@@ -994,6 +996,7 @@ Status Volume::FlushSteps() {
     wsync_cv_.wait(lock, [&] { return wsync_done_ >= ticket; });
     wst = wsync_status_;
   }
+  if (!ust.ok()) return Fail(ust.WithContext("volume " + cfg_.name + ": sync undo journal"));
   if (!st.ok()) return Fail(st.WithContext("volume " + cfg_.name + ": flush mirror"));
   if (!wst.ok()) return wst.WithContext("volume " + cfg_.name + ": flush write log");
   return Status::Ok();
