@@ -263,6 +263,10 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   Status ApplyToMirror(const Op& op, bool undo_synced = false);
   // Journal-first writes (ADR 0012).
   void ApplierLoop();
+  // Drops kept (applied) entries older than `below_seq` that overlap [b, e).
+  void DropKeptLocked(uint64_t b, uint64_t e, uint64_t below_seq);
+  // Adds [b, e) to a set of disjoint ranges (begin -> end), merging what it touches.
+  static void AddRange(std::map<uint64_t, uint64_t>& set, uint64_t b, uint64_t e);
   // Whether `op` may be a write-behind write (small, room in memory).
   bool WriteBehindFits(const Op& op);
   // Whether a write-behind entry overlaps [b, e) (`unsynced`: or a write-behind
