@@ -135,6 +135,13 @@ def retry(cmd, done=lambda: False, tries=20):
     raise BenchError(f"gave up after {tries} tries: {' '.join(cmd)}")
 
 
+def mount_tmpfs(cleanup, mnt, size):
+    """A RAM file system at mnt (removed by the cleanup stack)."""
+    os.makedirs(mnt, exist_ok=True)
+    run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0700", "tmpfs", mnt])
+    cleanup.push(f"umount {mnt}", lambda: retry(["umount", mnt], done=lambda: not os.path.ismount(mnt)))
+
+
 def mount(cleanup, dev, mnt):
     os.makedirs(mnt, exist_ok=True)
     run(["mount", "-o", "noatime", dev, mnt])

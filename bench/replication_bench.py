@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import benchlib as B  # noqa: E402
 
 PORT = 7700
+DR_TMPFS_SIZE = "12g"  # --dr-disk tmpfs: room for a 4G mirror plus its journals
 SEQ = ("seq1m", "seq 1M write QD4", ["--rw=write", "--bs=1M", "--iodepth=4"])
 RAND = ("rand4k", "rand 4K write fsync=1 QD1", ["--rw=randwrite", "--bs=4k", "--iodepth=1", "--fsync=1",
                                                 "--randrepeat=0"])
@@ -37,7 +38,9 @@ RAND = ("rand4k", "rand 4K write fsync=1 QD1", ["--rw=randwrite", "--bs=4k", "--
 class Sites:
     """PKI, the namespaces, a DR server and a primary agent, all on the cleanup stack."""
 
-    def __init__(self, binary, run_dir, cleanup, tag="", problems=None):
+    def __init__(self, binary, run_dir, cleanup, tag="", problems=None, dr_disk="shared"):
+        """dr_disk "tmpfs" puts the DR server's state (mirror and journals) on a RAM file system:
+        the DR host's own disk, instead of the one the primary writes to."""
         self.binary, self.run_dir, self.cleanup = binary, run_dir, cleanup
         self.problems = problems if problems is not None else []
         pki = os.path.join(run_dir, "pki")
@@ -49,6 +52,8 @@ class Sites:
         self.to = f"{self.net.dr_ip}:{PORT}"
         self.server = B.Agent(binary, run_dir, cleanup, tag=f"server{tag}", role="server", netns=self.net.dr,
                               args=["--pki", pki, "--name", "dr1", "--listen", self.to])
+        if dr_disk == "tmpfs":
+            B.mount_tmpfs(cleanup, self.server.state, DR_TMPFS_SIZE)
         self.agent = B.Agent(binary, run_dir, cleanup, tag=f"agent{tag}", netns=self.net.src,
                              args=["--pki", pki, "--name", "prod1"])
         cleanup.push("collect agent/server problems", self.collect)
@@ -108,7 +113,7 @@ def bench_throughput(args, binary, run_dir, cleanup, problems):
         B.log(f"(a) throughput: volume {mode}")
         sub = B.Cleanup()
         try:
-            sites = Sites(binary, run_dir, sub, tag=f"-a-{mode}", problems=problems)
+            sites = Sites(binary, run_dir, sub, tag=f"-a-{mode}", problems=problems, dr_disk=args.dr_disk)
             name = f"tp{mode}"
             dev = make_volume(sites, sub, name, size, None if mode == "capture" else mode, args)
             res[mode] = {}
@@ -483,6 +488,9 @@ def main():
     ap.add_argument("--outage-rate", default="20m", help="(c) fio write rate during the test (default 20m)")
     ap.add_argument("--image-size", default="8G", help="(d) image size (default 8G)")
     ap.add_argument("--change-bs", default="64K", help="(d) size of each changed block (default 64K)")
+    ap.add_argument("--dr-disk", choices=["shared", "tmpfs"], default="shared",
+                    help="(a) where the DR server keeps its state: on the primary's disk (default; both "
+                         "\"hosts\" then share one device) or on a tmpfs standing in for the DR host's own disk")
     ap.add_argument("--dir", default="/var/tmp/continuum-bench", help="directory for images and state")
     ap.add_argument("--bin", help="continuum binary (default build-bench/continuum or $CONTINUUM_BIN)")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",

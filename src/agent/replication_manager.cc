@@ -7,6 +7,7 @@
 
 #include "agent/volume_manager_internal.h"
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
@@ -51,13 +52,28 @@ void ReplicationManager::ResumeAll() {
       auto text = io::ReadFileToString(f.path().string());
       if (!text.ok()) continue;
       auto j = nlohmann::json::parse(*text, nullptr, false);
-      if (j.is_discarded() || !j.contains("address")) continue;
-      auto mode = replication::ParseMode(j.value("mode", "async"));
-      auto codec = replication::ParseCodec(j.value("compress", "none"));
+      auto address = JsonField<std::string>(j, "address", "");
+      auto mode_name = JsonField<std::string>(j, "mode", "async");
+      auto codec_name = JsonField<std::string>(j, "compress", "none");
+      auto bandwidth = JsonField<uint64_t>(j, "bandwidth", 0);
+      auto peer_timeout = JsonField<int>(j, "peer_timeout_ms", 0);
+      Status bad;
+      for (const Status& st : {address.status(), mode_name.status(), codec_name.status(), bandwidth.status(),
+                               peer_timeout.status()}) {
+        if (bad.ok()) bad = st;
+      }
+      if (bad.ok() && address->empty()) bad = InvalidArgument("it names no target address");
+      if (!bad.ok()) {
+        volumes_->AddEvent(volume, "replication_failed",
+                           "target file " + f.path().string() + " is damaged (" + bad.message() +
+                               "); that target is not resumed: run `volume replicate` again");
+        continue;
+      }
+      auto mode = replication::ParseMode(*mode_name);
+      auto codec = replication::ParseCodec(*codec_name);
       if (!codec.ok()) volumes_->AddEvent(volume, "replication_failed", codec.status().message() + "; sending uncompressed");
-      Status st = StartSender(volume, j["address"].get<std::string>(), mode.ok() ? *mode : replication::Mode::kAsync,
-                              codec.ok() ? *codec : replication::Codec::kNone, j.value("bandwidth", 0ull),
-                              j.value("peer_timeout_ms", 0));
+      Status st = StartSender(volume, *address, mode.ok() ? *mode : replication::Mode::kAsync,
+                              codec.ok() ? *codec : replication::Codec::kNone, *bandwidth, *peer_timeout);
       if (!st.ok()) volumes_->AddEvent(volume, "replication_failed", st.message());
     }
     ec.clear();
@@ -76,7 +92,13 @@ std::shared_ptr<replication::SyncQuorum> ReplicationManager::Quorum(const std::s
   int quorum = 0;
   if (auto text = io::ReadFileToString(QuorumPath(volume)); text.ok()) {
     auto j = nlohmann::json::parse(*text, nullptr, false);
-    if (!j.is_discarded()) quorum = j.value("quorum", 0);
+    auto q = JsonField<int>(j, "quorum", 0);
+    if (q.ok()) {
+      quorum = *q;
+    } else {
+      volumes_->AddEvent(volume, "replication_failed", QuorumPath(volume) + " is damaged (" + q.status().message() +
+                                                           "); every sync target must acknowledge until it is set again");
+    }
   }
   VolumeManager* vm = volumes_;
   q = std::make_shared<replication::SyncQuorum>(

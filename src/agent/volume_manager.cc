@@ -12,6 +12,7 @@
 #include <fstream>
 
 #include "agent/volume_manager_internal.h"
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/common/units.h"
@@ -192,9 +193,10 @@ Status VolumeManager::OpenVolume(Managed* m) {
       auto text = io::ReadFileToString(t.path().string());
       if (!text.ok()) continue;
       auto j = nlohmann::json::parse(*text, nullptr, false);
-      if (j.is_discarded()) continue;
-      uint64_t acked = j.value("acked_seq", 0ull);
-      cfg.open_cursor = std::min(cfg.open_cursor.value_or(acked), acked);
+      // A damaged file keeps the whole log (its sender then compares in full).
+      auto acked = JsonField<uint64_t>(j, "acked_seq", 0);
+      uint64_t keep = j.is_discarded() || !acked.ok() ? 0 : *acked;
+      cfg.open_cursor = std::min(cfg.open_cursor.value_or(keep), keep);
     }
   }
   auto v = volume::Volume::Open(cfg, VolumeDir(name),

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "continuum/common/checksum.h"
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/net/tls.h"
 #include "continuum/replication/frame.h"
@@ -42,11 +43,23 @@ uint64_t DiffPieceCount(const DiffRequest& req) {
 
 Result<DiffRequest> ParseDiffRequest(const nlohmann::json& j, uint64_t volume_size) {
   DiffRequest req;
-  try {
-    req.piece = j.at("range_bytes").get<uint64_t>();
-    for (const auto& r : j.at("ranges")) req.ranges.push_back({r.at(0).get<uint64_t>(), r.at(1).get<uint64_t>()});
-  } catch (const nlohmann::json::exception& e) {
-    return InvalidArgument(std::string("bad differential sync request: ") + e.what());
+  auto piece = JsonField<uint64_t>(j, "range_bytes", 0);
+  if (!piece.ok()) return piece.status().WithContext("bad differential sync request");
+  req.piece = *piece;
+  auto ranges = j.find("ranges");
+  if (ranges == j.end() || !ranges->is_array()) {
+    return InvalidArgument("bad differential sync request: \"ranges\" must be a list of [offset, length]");
+  }
+  for (const auto& r : *ranges) {
+    // [offset, length] read as the fields of an object: the same checks.
+    nlohmann::json pair = r.is_array() && r.size() == 2 ? nlohmann::json{{"o", r[0]}, {"l", r[1]}} : nlohmann::json();
+    auto off = JsonField<uint64_t>(pair, "o", UINT64_MAX);
+    auto len = JsonField<uint64_t>(pair, "l", 0);
+    if (!off.ok() || !len.ok() || *off == UINT64_MAX) {
+      return InvalidArgument("bad differential sync request: a range must be [offset, length], not " +
+                             r.dump().substr(0, 40));
+    }
+    req.ranges.push_back({*off, *len});
   }
   if (req.piece < 4096 || req.piece > (64ull << 20) || req.piece % 4096 != 0) {
     return InvalidArgument("differential sync range of " + std::to_string(req.piece) + " bytes is not supported");
@@ -164,9 +177,8 @@ Status DiffSync::SendRequest(net::Connection& conn, const DiffRequest& req) {
 Result<std::vector<uint64_t>> DiffSync::ReadSums(net::Connection& conn, const DiffRequest& req) {
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(conn));
   if (f.type == FrameType::kError) {
-    auto j = FrameJson(f);
     return FailedPrecondition("target " + opts_.address +
-                              " cannot compare: " + (j.ok() ? j->value("message", "") : std::string("?")));
+                              " cannot compare: " + ErrorMessage(f));
   }
   uint64_t expect = DiffPieceCount(req);
   if (f.type != FrameType::kDiffSums || f.payload.size() != expect * sizeof(uint64_t)) {
@@ -201,9 +213,8 @@ Status DiffSync::Compare(uint64_t* next_offset) {
                                             {"volume", opts_.volume}, {"size", size}, {"block_size", block}}));
   CONTINUUM_ASSIGN_OR_RETURN(Frame hello, ReadFrame(*conn));
   if (hello.type == FrameType::kError) {
-    auto j = FrameJson(hello);
     return FailedPrecondition("target " + opts_.address +
-                              " refused differential sync: " + (j.ok() ? j->value("message", "") : std::string("?")));
+                              " refused differential sync: " + ErrorMessage(hello));
   }
   if (hello.type != FrameType::kHelloAck) return FailedPrecondition("target " + opts_.address + " cannot compare");
 

@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "continuum/common/checksum.h"
+#include "continuum/common/json_field.h"
 
 namespace continuum::replication {
 namespace {
@@ -70,6 +71,12 @@ Result<nlohmann::json> FrameJson(const Frame& f) {
   auto j = nlohmann::json::parse(f.payload.begin(), f.payload.end(), nullptr, false);
   if (j.is_discarded() || !j.is_object()) return DataLoss("frame payload is not a JSON object");
   return j;
+}
+
+std::string ErrorMessage(const Frame& f) {
+  auto j = FrameJson(f);
+  auto msg = j.ok() ? JsonField<std::string>(*j, "message", "") : Result<std::string>(std::string());
+  return msg.ok() && !msg->empty() ? *msg : std::string("(an error frame without a readable message)");
 }
 
 void AppendRecord(std::vector<uint8_t>* batch, journal::RecordHeader h, std::span<const uint8_t> data) {

@@ -8,6 +8,7 @@
 #include <optional>
 #include <thread>
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/replication/codec.h"
@@ -16,6 +17,19 @@
 #include "continuum/replication/heartbeat.h"
 
 namespace continuum::replication {
+namespace {
+
+// A field of the JSON in a `what` frame from `conn`'s peer: JsonField, with
+// the frame and the peer named in the error.
+template <class T>
+Result<T> Field(const nlohmann::json& j, std::string_view key, T def, std::string_view what,
+                const net::Connection& conn) {
+  auto v = JsonField<T>(j, key, std::move(def));
+  if (!v.ok()) return InvalidArgument("bad " + std::string(what) + " from " + conn.PeerName() + ": " + v.status().message());
+  return v;
+}
+
+}  // namespace
 
 // Receives the source's frames on a thread of its own, ahead of the thread
 // that applies them: receiving, decrypting, decompressing and parsing the next
@@ -184,8 +198,8 @@ void Receiver::Serve(net::Connection* conn) {
 }
 
 Status Receiver::ServeVerify(net::Connection* conn, const HelloInfo& hello, const nlohmann::json& request) {
-  uint64_t seq = request.value("seq", 0ull);
-  uint64_t range = request.value("range_bytes", 0ull);
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Field<uint64_t>(request, "seq", 0, "verify request", *conn));
+  CONTINUUM_ASSIGN_OR_RETURN(uint64_t range, Field<uint64_t>(request, "range_bytes", 0, "verify request", *conn));
   if (range < 4096 || range > (64ull << 20) || range % 4096 != 0) {
     return InvalidArgument("verify range of " + std::to_string(range) + " bytes is not supported");
   }
@@ -233,17 +247,17 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   }
   CONTINUUM_ASSIGN_OR_RETURN(auto j, FrameJson(f));
   HelloInfo hello;
-  try {
-    hello.peer = conn->PeerName();
-    hello.source = j.at("source").get<std::string>();
-    hello.volume = j.at("volume").get<std::string>();
-    hello.size = j.at("size").get<uint64_t>();
-    hello.block_size = j.at("block_size").get<uint32_t>();
-  } catch (const nlohmann::json::exception& e) {
-    return InvalidArgument(std::string("bad hello from ") + conn->PeerName() + ": " + e.what());
+  hello.peer = conn->PeerName();
+  CONTINUUM_ASSIGN_OR_RETURN(hello.source, Field<std::string>(j, "source", "", "hello", *conn));
+  CONTINUUM_ASSIGN_OR_RETURN(hello.volume, Field<std::string>(j, "volume", "", "hello", *conn));
+  CONTINUUM_ASSIGN_OR_RETURN(hello.size, Field<uint64_t>(j, "size", 0, "hello", *conn));
+  CONTINUUM_ASSIGN_OR_RETURN(hello.block_size, Field<uint32_t>(j, "block_size", 0, "hello", *conn));
+  if (hello.source.empty() || hello.volume.empty() || hello.size == 0 || hello.block_size == 0) {
+    return InvalidArgument("bad hello from " + conn->PeerName() + ": it needs source, volume, size and block_size");
   }
-  if (j.value("version", 0) != kProtocolVersion) {
-    return FailedPrecondition("protocol version " + std::to_string(j.value("version", 0)) + " is not supported");
+  CONTINUUM_ASSIGN_OR_RETURN(int version, Field<int>(j, "version", 0, "hello", *conn));
+  if (version != kProtocolVersion) {
+    return FailedPrecondition("protocol version " + std::to_string(version) + " is not supported");
   }
   if (f.type == FrameType::kVerify) return ServeVerify(conn, hello, j);
   if (f.type == FrameType::kDiff) return ServeDiff(conn, hello);
@@ -255,7 +269,10 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   // Heartbeats only with a source that announced them (an older one would
   // refuse the frame); the source chooses interval and timeout for both ends.
   std::optional<Heartbeat> heartbeat;
-  HeartbeatOptions hb{.interval_ms = j.value("heartbeat_ms", 0), .timeout_ms = j.value("peer_timeout_ms", 0)};
+  HeartbeatOptions hb;
+  CONTINUUM_ASSIGN_OR_RETURN(hb.interval_ms, Field<int>(j, "heartbeat_ms", 0, "hello", *conn));
+  CONTINUUM_ASSIGN_OR_RETURN(hb.timeout_ms, Field<int>(j, "peer_timeout_ms", 0, "hello", *conn));
+  CONTINUUM_ASSIGN_OR_RETURN(int ack_delay_ms, Field<int>(j, "ack_delay_ms", 0, "hello", *conn));
   nlohmann::json hello_ack{{"replica", rep.name}, {"durable_seq", durable}, {"new", rep.created}, {"diff", true},
                              {"seed", true}};
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) hello_ack["heartbeat_ms"] = hb.interval_ms;
@@ -263,7 +280,7 @@ Status Receiver::ServeStream(net::Connection* raw_conn, std::string* replica_nam
   if (hb.interval_ms > 0 && hb.timeout_ms > 0) heartbeat.emplace(monitored, hb);
   provider_->Event(rep.name, "source_connected", "from " + conn->PeerName() + " at seq " + std::to_string(durable));
   FrameReadAhead ahead(*conn);
-  int ack_delay_ms = std::clamp(j.value("ack_delay_ms", 0), 0, 1000);
+  ack_delay_ms = std::clamp(ack_delay_ms, 0, 1000);
   Status st = ApplyStream(conn, rep, ahead, ack_delay_ms, monitored);
   if (!st.ok()) {
     // Tell the source why before `ahead` shuts the connection down (Serve
@@ -346,11 +363,12 @@ Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Repli
       }
       case FrameType::kSeedBegin: {
         CONTINUUM_ASSIGN_OR_RETURN(auto sj, FrameJson(*fr));
+        CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Field<uint64_t>(sj, "seq", 0, "SEED_BEGIN", *conn));
         if (vol->LastSeq() != 0) {
           return FailedPrecondition("replica " + rep.name + " already holds seq " + std::to_string(vol->LastSeq()) +
                                     "; delete it on this server to seed it again");
         }
-        provider_->Event(rep.name, "seed_started", "as of seq " + std::to_string(sj.value("seq", 0ull)) +
+        provider_->Event(rep.name, "seed_started", "as of seq " + std::to_string(seq) +
                                                        " (no point is available until it completes)");
         break;
       }
@@ -374,9 +392,10 @@ Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Repli
       }
       case FrameType::kSeedDone: {
         CONTINUUM_ASSIGN_OR_RETURN(auto sj, FrameJson(*fr));
-        uint64_t seq = sj.value("seq", 0ull);
+        CONTINUUM_ASSIGN_OR_RETURN(uint64_t seq, Field<uint64_t>(sj, "seq", 0, "SEED_DONE", *conn));
+        CONTINUUM_ASSIGN_OR_RETURN(int64_t ts_ns, Field<int64_t>(sj, "ts_ns", 0, "SEED_DONE", *conn));
         if (seq == 0) return InvalidArgument("seed from " + conn->PeerName() + " ends at seq 0");
-        CONTINUUM_RETURN_IF_ERROR(vol->EndSeed(seq, sj.value("ts_ns", int64_t{0})));
+        CONTINUUM_RETURN_IF_ERROR(vol->EndSeed(seq, ts_ns));
         CONTINUUM_RETURN_IF_ERROR(vol->Flush());
         provider_->Event(rep.name, "seed_done", "replica holds seq " + std::to_string(seq));
         CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(*conn, FrameType::kAck, {{"durable_seq", seq}}));
@@ -384,17 +403,19 @@ Status Receiver::ApplyStream(net::Connection* conn, const ReplicaProvider::Repli
       }
       case FrameType::kResyncBegin: {
         CONTINUUM_ASSIGN_OR_RETURN(auto rj, FrameJson(*fr));
-        provider_->ResyncBegin(rep.name, rj.value("first_seq", 0ull), rj.value("last_seq", 0ull));
+        CONTINUUM_ASSIGN_OR_RETURN(uint64_t first, Field<uint64_t>(rj, "first_seq", 0, "RESYNC_BEGIN", *conn));
+        CONTINUUM_ASSIGN_OR_RETURN(uint64_t last, Field<uint64_t>(rj, "last_seq", 0, "RESYNC_BEGIN", *conn));
+        provider_->ResyncBegin(rep.name, first, last);
         break;
       }
       case FrameType::kResyncDone: {
         CONTINUUM_ASSIGN_OR_RETURN(auto rj, FrameJson(*fr));
-        provider_->ResyncDone(rep.name, rj.value("consistent_at", 0ull));
+        CONTINUUM_ASSIGN_OR_RETURN(uint64_t at, Field<uint64_t>(rj, "consistent_at", 0, "RESYNC_DONE", *conn));
+        provider_->ResyncDone(rep.name, at);
         break;
       }
       case FrameType::kError: {
-        auto ej = FrameJson(*fr);
-        return Unavailable("source reported: " + (ej.ok() ? ej->value("message", "") : std::string("?")));
+        return Unavailable("source reported: " + ErrorMessage(*fr));
       }
       default:
         return InvalidArgument("unexpected frame type " + std::to_string(static_cast<int>(fr->type)));

@@ -4,6 +4,7 @@
 #include <cstring>
 #include <optional>
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
@@ -93,13 +94,26 @@ void TargetSender::LoadState() {
   auto text = io::ReadFileToString(opts_.state_path);
   if (!text.ok()) return;
   auto j = nlohmann::json::parse(*text, nullptr, false);
-  if (j.is_discarded()) return;
-  acked_ = j.value("acked_seq", 0ull);
-  resync_active_ = j.value("resync_active", false);
-  resync_first_ = j.value("resync_first", 0ull);
-  resync_last_ = j.value("resync_last", 0ull);
-  resync_done_at_ = j.value("resync_done_at", 0ull);
-  replica_ = j.value("replica", "");
+  auto acked = JsonField<uint64_t>(j, "acked_seq", 0);
+  auto active = JsonField<bool>(j, "resync_active", false);
+  auto first = JsonField<uint64_t>(j, "resync_first", 0);
+  auto last = JsonField<uint64_t>(j, "resync_last", 0);
+  auto done_at = JsonField<uint64_t>(j, "resync_done_at", 0);
+  auto replica = JsonField<std::string>(j, "replica", "");
+  for (const Status& st : {acked.status(), active.status(), first.status(), last.status(), done_at.status(),
+                           replica.status()}) {
+    if (st.ok()) continue;
+    // Nothing is assumed about the target then: it is compared as a whole.
+    Logger("replication")->warn("{}: {}; the target will be compared in full", opts_.state_path,
+                                j.is_discarded() ? "not JSON" : st.message());
+    return;
+  }
+  acked_ = *acked;
+  resync_active_ = *active;
+  resync_first_ = *first;
+  resync_last_ = *last;
+  resync_done_at_ = *done_at;
+  replica_ = *replica;
   target_state_known_ = !replica_.empty();  // talked to it before: its durable seq is ours
 }
 
@@ -221,26 +235,30 @@ Status TargetSender::Session() {
                                             {"peer_timeout_ms", opts_.heartbeat.timeout_ms},
                                             {"ack_delay_ms", opts_.mode == Mode::kAsync ? opts_.async_ack_delay_ms : 0}}));
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
-  if (f.type == FrameType::kError) {
-    auto j = FrameJson(f);
-    return FailedPrecondition("target refused: " + (j.ok() ? j->value("message", "") : std::string("?")));
-  }
+  if (f.type == FrameType::kError) return FailedPrecondition("target refused: " + ErrorMessage(f));
   if (f.type != FrameType::kHelloAck) return DataLoss("target " + opts_.address + " did not answer the hello");
   CONTINUUM_ASSIGN_OR_RETURN(auto ack, FrameJson(f));
-  uint64_t durable = ack.value("durable_seq", 0ull);
-  bool fresh = ack.value("new", false);
-  target_fresh_ = fresh;
-  target_can_diff_ = ack.value("diff", false);
-  target_can_seed_ = ack.value("seed", false);
+  auto bad = [&](const Status& st) { return st.WithContext("bad HELLO_ACK from target " + opts_.address); };
+  auto durable = JsonField<uint64_t>(ack, "durable_seq", 0);
+  auto fresh = JsonField<bool>(ack, "new", false);
+  auto can_diff = JsonField<bool>(ack, "diff", false);
+  auto can_seed = JsonField<bool>(ack, "seed", false);
+  auto replica = JsonField<std::string>(ack, "replica", "");
+  for (const Status& st : {durable.status(), fresh.status(), can_diff.status(), can_seed.status(), replica.status()}) {
+    if (!st.ok()) return bad(st);
+  }
+  target_fresh_ = *fresh;
+  target_can_diff_ = *can_diff;
+  target_can_seed_ = *can_seed;
   {
     std::lock_guard lock(mu_);
-    replica_ = ack.value("replica", "");
-    acked_ = durable;
+    replica_ = *replica;
+    acked_ = *durable;
     if (unproven_below_ > 0 && acked_ >= unproven_until_) unproven_below_ = 0;
     inflight_.clear();
     inflight_bytes_ = 0;
   }
-  Emit("target_connected", "replica " + replica_ + " has seq " + std::to_string(durable));
+  Emit("target_connected", "replica " + replica_ + " has seq " + std::to_string(*durable));
   std::optional<Heartbeat> heartbeat;  // only with a target that answers them (HELLO_ACK heartbeat_ms)
   if (ack.contains("heartbeat_ms")) heartbeat.emplace(monitored, opts_.heartbeat);
   Status st = StreamLoop(*conn);
@@ -470,7 +488,7 @@ void TargetSender::AckLoop(net::Connection* conn) {
     }
     auto j = FrameJson(*f);
     if (f->type == FrameType::kError) {
-      std::string msg = j.ok() ? j->value("message", "") : "unknown error";
+      std::string msg = ErrorMessage(*f);
       Emit("target_error", msg);
       {
         std::lock_guard lock(mu_);
@@ -481,7 +499,13 @@ void TargetSender::AckLoop(net::Connection* conn) {
       return;
     }
     if (f->type != FrameType::kAck || !j.ok()) continue;
-    uint64_t seq = j->value("durable_seq", 0ull);
+    auto acked = JsonField<uint64_t>(*j, "durable_seq", 0);
+    if (!acked.ok()) {
+      SetState("disconnected", "bad ACK from target: " + acked.status().message());
+      conn->Shutdown();
+      return;
+    }
+    uint64_t seq = *acked;
     int64_t now = MonoNowNs();
     bool save = false;
     {

@@ -49,9 +49,8 @@ Result<std::vector<uint64_t>> FetchReplicaChecksums(const TargetOptions& opts, c
                                             {"range_bytes", req.range_bytes}}));
   CONTINUUM_ASSIGN_OR_RETURN(Frame f, ReadFrame(*conn));
   if (f.type == FrameType::kError) {
-    auto j = FrameJson(f);
     return FailedPrecondition("target " + opts.address +
-                              " could not verify: " + (j.ok() ? j->value("message", "") : std::string("?")));
+                              " could not verify: " + ErrorMessage(f));
   }
   if (f.type != FrameType::kVerifySums) return DataLoss("target " + opts.address + " did not answer the verify");
   uint64_t expect = (req.size + req.range_bytes - 1) / req.range_bytes;

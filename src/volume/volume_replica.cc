@@ -13,15 +13,26 @@ namespace continuum::volume {
 
 Result<Volume::Op> Volume::ReplicatedOp(const journal::RecordHeader& h, std::vector<uint8_t> data) const {
   auto kind = static_cast<journal::WriteKind>(h.kind);
+  // Seq 0 means "assign one" in the pipeline; seqs stay far from wrapping.
+  if (h.seq == 0 || h.seq > static_cast<uint64_t>(INT64_MAX)) {
+    return InvalidArgument("volume " + cfg_.name + ": replicated record has seq " + std::to_string(h.seq) +
+                           " (1 to 2^63-1 allowed)");
+  }
   if (kind != journal::WriteKind::kWrite && kind != journal::WriteKind::kZero &&
       kind != journal::WriteKind::kBookmark) {
     return InvalidArgument("volume " + cfg_.name + ": cannot replicate record kind " + std::to_string(h.kind));
   }
   if (kind != journal::WriteKind::kBookmark &&
-      (h.offset % cfg_.block_size != 0 || h.length % cfg_.block_size != 0 || h.offset + h.length > cfg_.size ||
+      (h.offset % cfg_.block_size != 0 || h.length % cfg_.block_size != 0 || h.offset > cfg_.size ||
+       h.length > cfg_.size - h.offset ||
        h.length > kMaxZeroRecord || (kind == journal::WriteKind::kWrite && data.size() != h.length))) {
     return InvalidArgument("volume " + cfg_.name + ": replicated record seq " + std::to_string(h.seq) +
                            " has a bad range");
+  }
+  // Labels are 1-200 bytes where bookmarks are made (the agent's API).
+  if (kind == journal::WriteKind::kBookmark && (data.empty() || data.size() > 200)) {
+    return InvalidArgument("volume " + cfg_.name + ": replicated bookmark seq " + std::to_string(h.seq) +
+                           " has a label of " + std::to_string(data.size()) + " bytes (1-200 allowed)");
   }
   Op op{.kind = kind, .offset = h.offset, .length = h.length, .flags = h.flags & ~journal::kFlagNoData,
         .given_seq = h.seq, .given_ts = h.ts_ns};
@@ -141,7 +152,7 @@ Status Volume::CommitGroup(std::vector<Op>& group) {
 Status Volume::WriteSeed(uint64_t offset, uint64_t length, std::span<const uint8_t> data) {
   const uint32_t bs = cfg_.block_size;
   if (!cfg_.replica) return FailedPrecondition("volume " + cfg_.name + " is not a replica: it cannot be seeded");
-  if (offset % bs != 0 || length % bs != 0 || offset + length > cfg_.size || length == 0 ||
+  if (offset % bs != 0 || length % bs != 0 || offset > cfg_.size || length > cfg_.size - offset || length == 0 ||
       (!data.empty() && data.size() != length)) {
     return InvalidArgument("volume " + cfg_.name + ": seed range at " + std::to_string(offset) + " is not valid");
   }
@@ -171,6 +182,9 @@ Status Volume::WriteSeed(uint64_t offset, uint64_t length, std::span<const uint8
 
 Status Volume::EndSeed(uint64_t seq, int64_t ts_ns) {
   if (!cfg_.replica) return FailedPrecondition("volume " + cfg_.name + " is not a replica: it cannot be seeded");
+  if (seq == 0 || seq > static_cast<uint64_t>(INT64_MAX)) {
+    return InvalidArgument("volume " + cfg_.name + ": a seed cannot end at seq " + std::to_string(seq));
+  }
   // Ordering: mirror durable -> undo journal based at `seq` -> bitmaps and
   // checkpoint name `seq` -> the volume admits seq + 1 onwards. A crash before
   // the checkpoint leaves a volume holding no seq: the seed starts again.

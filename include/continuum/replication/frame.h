@@ -56,6 +56,8 @@ Status WriteJsonFrame(net::Connection& conn, FrameType type, const nlohmann::jso
 // Reads one frame; a bad checksum or size is kDataLoss naming the peer.
 Result<Frame> ReadFrame(net::Connection& conn);
 Result<nlohmann::json> FrameJson(const Frame& f);
+// The "message" of an ERROR frame, or a note saying it has none.
+std::string ErrorMessage(const Frame& f);
 
 // A batch of records in a kRecords payload: each is a journal RecordHeader
 // (with its own checksums, magic "CWL1") followed by its payload.
