@@ -11,6 +11,7 @@
 #include <chrono>
 #include <cstring>
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/common/units.h"
@@ -100,7 +101,8 @@ void BackupScheduler::LoadState() {
     return;
   }
   auto j = nlohmann::json::parse(*text, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || j.value("version", 0) != 1 || !j.contains("jobs") || !j["jobs"].is_object()) {
+  auto version = JsonField<int>(j, "version", 0);
+  if (!version.ok() || *version != 1 || !j.contains("jobs") || !j["jobs"].is_object()) {
     Logger("backup-jobs")->warn("backup job state {} is not readable; starting without it", opts_.state_file);
     return;
   }

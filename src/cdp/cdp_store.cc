@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
 #include "continuum/io/file.h"
@@ -119,10 +120,12 @@ Status CdpStore::LoadBase() {
   if (!io::PathExists(path)) return Status::Ok();
   CONTINUUM_ASSIGN_OR_RETURN(std::string text, io::ReadFileToString(path));
   auto j = nlohmann::json::parse(text, nullptr, false);
-  if (j.is_discarded() || !j.contains("seq") || !j.contains("ts_ns")) {
+  auto seq = JsonField<uint64_t>(j, "seq", UINT64_MAX);
+  auto ts = JsonField<int64_t>(j, "ts_ns", INT64_MIN);
+  if (!seq.ok() || !ts.ok() || *seq == UINT64_MAX || *ts == INT64_MIN) {
     return DataLoss("cannot parse " + path + ": the oldest restorable point is unknown");
   }
-  base_ = {j["seq"].get<uint64_t>(), j["ts_ns"].get<int64_t>()};
+  base_ = {*seq, *ts};
   return Status::Ok();
 }
 

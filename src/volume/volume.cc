@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/checksum.h"
 #include "continuum/common/log.h"
 #include "continuum/common/time_util.h"
@@ -91,10 +92,12 @@ Status Volume::Recover() {
   if (io::PathExists(ckpt_path)) {
     CONTINUUM_ASSIGN_OR_RETURN(std::string text, io::ReadFileToString(ckpt_path));
     auto j = nlohmann::json::parse(text, nullptr, false);
-    if (j.is_discarded() || !j.contains("applied_seq")) {
-      return DataLoss("volume " + cfg_.name + ": cannot parse " + ckpt_path);
+    auto seq = JsonField<uint64_t>(j, "applied_seq", UINT64_MAX);
+    if (!seq.ok() || *seq == UINT64_MAX) {
+      return DataLoss("volume " + cfg_.name + ": cannot parse " + ckpt_path +
+                      (seq.ok() ? std::string(": it has no applied_seq") : ": " + seq.status().message()));
     }
-    checkpoint_seq_ = j["applied_seq"].get<uint64_t>();
+    checkpoint_seq_ = *seq;
   }
   uint64_t undo_latest = 0;
   int64_t ts = cfg_.created_ts_ns;

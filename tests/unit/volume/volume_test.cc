@@ -501,11 +501,28 @@ TEST_F(VolumeTest, DamagedWriteLogIsAClearDataLossError) {
     ASSERT_TRUE(v->Write(0, d, true).ok());
     ASSERT_TRUE(v->Close().ok());
   }
-  std::ofstream(dir_ / "state" / "checkpoint.json") << "{not json";
-  auto v = Volume::Open(cfg_, (dir_ / "state").string(), nullptr);
-  ASSERT_FALSE(v.ok());
-  EXPECT_EQ(v.status().code(), StatusCode::kDataLoss);
-  EXPECT_NE(v.status().message().find("checkpoint.json"), std::string::npos);
+  // Not JSON, and JSON with fields of the wrong type: a clear error, never a throw.
+  for (const char* text : {"{not json", R"({"applied_seq": "12"})", R"({"applied_seq": -1})", "[1]"}) {
+    std::ofstream(dir_ / "state" / "checkpoint.json", std::ios::trunc) << text;
+    auto v = Volume::Open(cfg_, (dir_ / "state").string(), nullptr);
+    ASSERT_FALSE(v.ok()) << text;
+    EXPECT_EQ(v.status().code(), StatusCode::kDataLoss) << text;
+    EXPECT_NE(v.status().message().find("checkpoint.json"), std::string::npos) << v.status().message();
+  }
+}
+
+TEST_F(VolumeTest, DamagedUndoBaseFileIsAClearDataLossError) {
+  {
+    auto v = OpenVolume();
+    ASSERT_TRUE(v->Write(0, Pattern(4096, 1), true).ok());
+    ASSERT_TRUE(v->Close().ok());
+  }
+  for (const char* text : {R"({"seq": "3", "ts_ns": 1})", R"({"seq": 3, "ts_ns": [1]})", "7"}) {
+    std::ofstream(dir_ / "state" / "cdp" / "base.json", std::ios::trunc) << text;
+    auto v = Volume::Open(cfg_, (dir_ / "state").string(), nullptr);
+    ASSERT_FALSE(v.ok()) << text;
+    EXPECT_NE(v.status().message().find("base.json"), std::string::npos) << v.status().message();
+  }
 }
 
 }  // namespace
