@@ -49,6 +49,7 @@ void ReplicationManager::ResumeAll() {
   for (const auto& vdir : std::filesystem::directory_iterator(volumes_->state_dir() + "/volumes", ec)) {
     std::string volume = vdir.path().filename().string();
     for (const auto& f : std::filesystem::directory_iterator(vdir.path() / "targets", ec)) {
+      if (f.path().extension() != ".json") continue;  // e.g. a .tmp left by a crash mid-save
       auto text = io::ReadFileToString(f.path().string());
       if (!text.ok()) continue;
       auto j = nlohmann::json::parse(*text, nullptr, false);

@@ -190,6 +190,7 @@ Status VolumeManager::OpenVolume(Managed* m) {
     // targets until ReplicationManager::ResumeAll has their cursors.
     std::error_code ec;
     for (const auto& t : std::filesystem::directory_iterator(VolumeDir(name) + "/targets", ec)) {
+      if (t.path().extension() != ".json") continue;
       auto text = io::ReadFileToString(t.path().string());
       if (!text.ok()) continue;
       auto j = nlohmann::json::parse(*text, nullptr, false);

@@ -58,3 +58,40 @@ def test_bad_options_are_refused(sites):
     r = src.cli("volume", "replicate", "vol", "--to", f"{net.dr_ip}:7700", "--bandwidth", "fast", check=False)
     assert r.returncode != 0 and "--bandwidth" in r.stderr, r.stderr
     assert src.cli("volume", "targets", "vol", json_out=True) == []
+
+
+def test_damaged_target_files_are_reported_not_fatal(sites):
+    """A target file or quorum file the agent cannot read (a bad disk, a careless
+    edit) must not stop the agent or its volumes at restart: the volume comes back
+    up, the event names the file and says what to do, and `volume replicate`
+    again puts the target back."""
+    net, src, dr, _ = sites
+    to = f"{net.dr_ip}:7700"
+    start(dr, server=True)
+    start(src)
+    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
+    src.cli("volume", "up", "vol")
+    src.cli("volume", "replicate", "vol", "--to", to)
+    wait_caught_up(src)
+    targets = src.state / "volumes" / "vol" / "targets"
+    (target_file,) = list(targets.iterdir())
+    src.kill9()
+    target_file.write_text('{"address": 17, "mode": "async", "acked_seq": "12"}')
+    (targets / (target_file.name + ".tmp")).write_text('{"address": "' + to + '"}')  # left by a crash mid-save
+    (src.state / "volumes" / "vol" / "replication.json").write_text('{"quorum": "two"}')
+    start(src)
+    st = src.cli("volume", "status", "vol", json_out=True)
+    assert st["state"] == "up" and st["device"], st
+    assert src.cli("volume", "targets", "vol", json_out=True) == []
+    events = src.cli("events", "--volume", "vol", json_out=True)
+    failed = [e["message"] for e in events if e["kind"] == "replication_failed"]
+    assert any(target_file.name in m and "address" in m and "volume replicate" in m for m in failed), failed
+    assert any("replication.json" in m for m in failed), failed
+    src.cli("volume", "replicate", "vol", "--to", to)
+    with open(st["device"], "r+b", buffering=0) as f:
+        f.write(os.urandom(MIB))
+        os.fsync(f.fileno())
+    wait_caught_up(src)
+    src.cli("bookmark", "add", "vol", "quiesced")
+    wait_caught_up(src)
+    assert replica_image(dr) == read_dev(st["device"])
