@@ -4,6 +4,7 @@
 
 #include <unistd.h>
 
+#include "continuum/common/json_field.h"
 #include "continuum/common/time_util.h"
 
 namespace continuum::agent {
@@ -34,14 +35,11 @@ Result<json> Body(const Request& req) {
   return j;
 }
 
+// A body field: JsonField (the wrong type, a negative size or a number out of
+// range is a 400 naming the field).
 template <typename T>
 Result<T> Field(const json& j, const char* key, T fallback) {
-  if (!j.contains(key) || j[key].is_null()) return fallback;
-  try {
-    return j[key].get<T>();
-  } catch (const json::exception&) {
-    return InvalidArgument(std::string("field '") + key + "' has the wrong type");
-  }
+  return JsonField<T>(j, key, std::move(fallback));
 }
 
 }  // namespace
