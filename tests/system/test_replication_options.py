@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from test_replication import SIZE, read_dev, replica_image, sites, start, wait_caught_up  # noqa: F401
+from test_replication import (SIZE, read_dev, replica_image, sites, start, up_and_replicate,  # noqa: F401
+                              wait_caught_up)
 
 MIB = 1 << 20
 
@@ -69,10 +70,7 @@ def test_damaged_target_files_are_reported_not_fatal(sites):
     to = f"{net.dr_ip}:7700"
     start(dr, server=True)
     start(src)
-    src.cli("volume", "create", "vol", "--backing", str(src.root / "vol.img"), "--size", str(SIZE))
-    src.cli("volume", "up", "vol")
-    src.cli("volume", "replicate", "vol", "--to", to)
-    wait_caught_up(src)
+    up_and_replicate(net, src, "async")
     targets = src.state / "volumes" / "vol" / "targets"
     (target_file,) = list(targets.iterdir())
     src.kill9()
