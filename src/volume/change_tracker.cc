@@ -56,7 +56,22 @@ Result<std::unique_ptr<ChangeTracker>> ChangeTracker::Open(const std::string& di
   }
   ::closedir(d);
   for (const auto& n : names) {
-    auto bm = t->Load(t->PathOf(n));
+    const std::string path = t->PathOf(n);
+    auto bm = t->Load(path);
+    if (!bm.ok() && bm.status().code() == StatusCode::kDataLoss) {
+      // Availability first, and nothing missed: every region changed since seq 0.
+      const std::string aside = path + ".damaged";
+      if (::rename(path.c_str(), aside.c_str()) != 0) return PosixError("set aside " + path, errno);
+      Bitmap all;
+      all.words.assign((t->Bits() + 63) / 64, ~uint64_t{0});
+      if (t->Bits() % 64 != 0) all.words.back() = (uint64_t{1} << (t->Bits() % 64)) - 1;
+      CONTINUUM_RETURN_IF_ERROR(t->SaveOne(n, &all, 0));
+      t->open_events_.push_back(
+          {"bitmap_damaged", bm.status().message() + "; kept as " + aside + ", and bitmap " + n +
+                                 " now marks the whole volume changed (its next incremental pass reads everything)"});
+      t->bitmaps_[n] = std::move(all);
+      continue;
+    }
     if (!bm.ok()) return bm.status();
     bm->dirty = false;
     t->bitmaps_[n] = std::move(bm).value();

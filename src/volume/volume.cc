@@ -115,6 +115,7 @@ Status Volume::Recover() {
     ts = std::max(ts, cdp_->Latest().ts_ns);
   }
   CONTINUUM_ASSIGN_OR_RETURN(tracker_, ChangeTracker::Open(dir_ + "/cbt", cfg_.size));
+  for (const auto& e : tracker_->TakeOpenEvents()) Emit(e.kind, e.message);
 
   uint64_t wlog_last = 0;
   std::vector<ReplayRecord> replay;

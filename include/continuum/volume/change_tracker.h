@@ -27,8 +27,18 @@ class ChangeTracker {
  public:
   static constexpr uint32_t kDefaultGranularity = 64 * 1024;
 
+  // A bitmap file that fails its checksums or does not match the geometry is
+  // set aside as "<name>.cbt.damaged" and replaced by one with every region
+  // marked changed since seq 0: whoever asks it (incremental backup, resync)
+  // reads the whole volume once, nothing is missed, and the volume opens.
+  // TakeOpenEvents says which.
   static Result<std::unique_ptr<ChangeTracker>> Open(const std::string& dir, uint64_t volume_size,
                                                      uint32_t granularity = kDefaultGranularity);
+  struct Event {
+    std::string kind;
+    std::string message;
+  };
+  std::vector<Event> TakeOpenEvents() { return std::move(open_events_); }
 
   void Mark(uint64_t offset, uint64_t length);
   // Writes every dirty bitmap, recording that it covers writes through `seq`.
@@ -63,6 +73,7 @@ class ChangeTracker {
   ChangeTracker(std::string dir, uint64_t size, uint32_t gran)
       : dir_(std::move(dir)), volume_size_(size), granularity_(gran) {}
   std::string PathOf(const std::string& name) const;
+  std::vector<Event> open_events_;
   Status SaveOne(const std::string& name, Bitmap* bm, uint64_t covered_seq);
   Result<Bitmap> Load(const std::string& path) const;
   uint64_t Bits() const { return (volume_size_ + granularity_ - 1) / granularity_; }
