@@ -128,7 +128,7 @@ def bench_replicated(work, args, size, binary, problems, rnd, mode):
     img = os.path.join(work, f"{mode}.img")
     try:
         (B.make_filled if args.prefill else B.make_sparse)(img, size)
-        sites = R.Sites(binary, work, sub, tag=f"-pg-{mode}-r{rnd}", problems=problems)
+        sites = R.Sites(binary, work, sub, tag=f"-pg-{mode}-r{rnd}", problems=problems, dr_disk=args.dr_disk)
         dev = sites.agent.create_up(sub, "pg", img, args.size, ["--journal-size", args.journal_size])
         sites.agent.cli("volume", "replicate", "pg", "--to", sites.to, "--mode", mode)
         sub.push("unreplicate pg", lambda: sites.agent.cli("volume", "unreplicate", "pg", "--to", sites.to,
@@ -167,6 +167,9 @@ def main():
                     help="fill both backing files with random data first (default: sparse files)")
     ap.add_argument("--replicate", action="store_true",
                     help="also run the CDP volume replicating async and sync to a DR server (issue 3)")
+    ap.add_argument("--dr-disk", choices=["shared", "tmpfs"], default="shared",
+                    help="with --replicate: the DR server's state on the primary's disk (default) or on a tmpfs "
+                         "standing in for the DR host's own disk")
     ap.add_argument("--json", nargs="?", const="-", metavar="FILE",
                     help="write results as JSON to FILE (or stdout with no FILE, instead of the table)")
     args = ap.parse_args()
@@ -197,7 +200,8 @@ def main():
         ratios = {k: med[k]["tps"] / plain["tps"] if plain["tps"] else 0.0 for k in configs[1:]}
         pairs = [c["tps"] / p["tps"] if p["tps"] else 0.0 for p, c in zip(runs["plain"], runs["cdp"])]
         data = {"size": args.size, "scale": args.scale, "clients": args.clients, "threads": args.threads,
-                "time": args.time, "rounds": args.rounds, "plain": plain, "cdp": cdp, "ratio": ratio,
+                "time": args.time, "rounds": args.rounds, "dr_disk": args.dr_disk, "plain": plain, "cdp": cdp,
+                "ratio": ratio,
                 "target": TARGET, "round_ratios": pairs, "all_rounds": runs, "agent_problems": problems,
                 "ratios": ratios, "targets": {k: TARGETS[k] for k in configs[1:]},
                 **{k: med[k] for k in configs[2:]}}

@@ -365,7 +365,19 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
   std::vector<uint8_t> batch;
   std::vector<uint8_t> buf;
   std::shared_ptr<const io::AlignedBuffer> ring_data;
+  // Async: after a batch that took all there was, the next one waits up to
+  // async_coalesce_ms for more (a trickle of small writes then goes as one
+  // frame per interval, not one frame and two wake-ups per write on each side).
+  int64_t coalesce_until = 0;
   while (!stop_) {
+    if (coalesce_until > 0) {
+      std::unique_lock lock(mu_);
+      int64_t wait_ns = coalesce_until - MonoNowNs();
+      if (wait_ns > 0 && !sync_now_) {
+        cv_.wait_for(lock, std::chrono::nanoseconds(wait_ns), [&] { return stop_.load() || sync_now_; });
+      }
+      coalesce_until = 0;
+    }
     CONTINUUM_RETURN_IF_ERROR(PollSession(conn, (*reader)->last_seq(), consistent_at));
     if (opts_.cascade) CONTINUUM_RETURN_IF_ERROR(ForwardWindow(conn));
     batch.clear();
@@ -463,6 +475,7 @@ Status TargetSender::StreamLoop(net::Connection& conn) {
     }
     CONTINUUM_ASSIGN_OR_RETURN(bool sent, SendBatch(conn, FrameType::kRecords, batch, bucket));
     if (!sent) return Status::Ok();
+    if (dry && opts_.async_coalesce_ms > 0) coalesce_until = MonoNowNs() + int64_t{opts_.async_coalesce_ms} * 1'000'000;
     if (resync_done) {
       uint64_t at = std::max(consistent_at, shipped.back().seq);
       CONTINUUM_RETURN_IF_ERROR(WriteJsonFrame(conn, FrameType::kResyncDone, {{"consistent_at", at}}));

@@ -51,6 +51,11 @@ struct TargetOptions {
   // batch with one flush (fewer device flushes beside the application's).
   // Sync and adaptive targets acknowledge at once.
   int async_ack_delay_ms = 20;
+  // Async (and adaptive while asynchronous): a batch that emptied the stream
+  // is followed by a pause of this long before the next, so a trickle of
+  // small writes is sent as one frame per interval. Adds at most this much
+  // lag. 0 = send each write as soon as it is admitted.
+  int async_coalesce_ms = 5;
   Codec compress = Codec::kNone;              // RECORDS payloads (kept plain when they do not shrink)
   uint64_t bandwidth = 0;                     // bytes/s on the wire for this target; 0 = unlimited
   HeartbeatOptions heartbeat;                 // idle interval and peer timeout (both ends)
