@@ -502,7 +502,7 @@ Result<uint64_t> Volume::Admit(const Op& op, const io::AlignedBuffer& before, bo
     last_ts_ns_ = ts;
     inflight_.insert(seq);
     if (behind) {
-      write_behind_[seq] = {op.offset, op.length, op.data, false, ts};
+      WbInsertLocked(seq, {op.offset, op.length, op.data, false, ts});
       write_behind_bytes_ += op.length;
       write_behind_cv_.notify_all();
     }

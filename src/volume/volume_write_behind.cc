@@ -12,15 +12,43 @@
 
 namespace continuum::volume {
 
+void Volume::WbInsertLocked(uint64_t seq, WriteBehind w) {
+  wb_by_offset_.emplace(w.offset, seq);
+  wb_max_len_ = std::max(wb_max_len_, w.length);
+  write_behind_[seq] = std::move(w);
+}
+
+std::map<uint64_t, Volume::WriteBehind>::iterator Volume::WbEraseLocked(
+    std::map<uint64_t, WriteBehind>::iterator it) {
+  auto [b, e] = wb_by_offset_.equal_range(it->second.offset);
+  for (auto x = b; x != e; ++x) {
+    if (x->second == it->first) {
+      wb_by_offset_.erase(x);
+      break;
+    }
+  }
+  return write_behind_.erase(it);
+}
+
+std::vector<uint64_t> Volume::WbOverlapsLocked(uint64_t b, uint64_t e, uint64_t below_seq) const {
+  std::vector<uint64_t> seqs;
+  // An entry that starts more than wb_max_len_ before b ends before it.
+  auto it = wb_by_offset_.lower_bound(b > wb_max_len_ ? b - wb_max_len_ : 0);
+  for (; it != wb_by_offset_.end() && it->first < e; ++it) {
+    if (it->second >= below_seq) continue;
+    const WriteBehind& w = write_behind_.at(it->second);
+    if (b < w.offset + w.length) seqs.push_back(it->second);
+  }
+  std::sort(seqs.begin(), seqs.end());
+  return seqs;
+}
+
 Status Volume::ReadLogical(uint64_t offset, std::span<uint8_t> out, uint64_t below_seq) {
   std::vector<WriteBehind> over;
   const uint64_t end = offset + out.size();
   if (write_behind_max_ > 0) {
     std::lock_guard lock(mu_);
-    for (auto it = write_behind_.begin(); it != write_behind_.end() && it->first < below_seq; ++it) {
-      const WriteBehind& w = it->second;
-      if (w.offset < end && offset < w.offset + w.length) over.push_back(w);
-    }
+    for (uint64_t seq : WbOverlapsLocked(offset, end, below_seq)) over.push_back(write_behind_.at(seq));
   }
   // The mirror is read only for what the entries leave uncovered.
   std::map<uint64_t, uint64_t> covered;  // begin -> end, disjoint
@@ -46,13 +74,11 @@ bool Volume::WriteBehindFits(const Op& op) {
 }
 
 void Volume::DropKeptLocked(uint64_t b, uint64_t e, uint64_t below_seq) {
-  for (auto it = write_behind_.begin(); it != write_behind_.end() && it->first < below_seq;) {
-    if (it->second.applied && it->second.offset < e && b < it->second.offset + it->second.length) {
-      recent_bytes_ -= it->second.length;
-      it = write_behind_.erase(it);
-    } else {
-      ++it;
-    }
+  for (uint64_t seq : WbOverlapsLocked(b, e, below_seq)) {
+    auto it = write_behind_.find(seq);
+    if (!it->second.applied) continue;
+    recent_bytes_ -= it->second.length;
+    WbEraseLocked(it);
   }
 }
 
@@ -61,9 +87,10 @@ bool Volume::WriteBehindOverlapsLocked(uint64_t b, uint64_t e, bool unsynced) co
     return std::any_of(unsynced_.begin(), unsynced_.end(),
                        [&](const auto& u) { return u.second.first < e && b < u.second.second; });
   }
-  return std::any_of(write_behind_.begin(), write_behind_.end(), [&](const auto& w) {
-    return !w.second.applied && w.second.offset < e && b < w.second.offset + w.second.length;
-  });
+  for (uint64_t seq : WbOverlapsLocked(b, e, UINT64_MAX)) {
+    if (!write_behind_.at(seq).applied) return true;
+  }
+  return false;
 }
 
 Status Volume::SettleWriteBehind(uint64_t b, uint64_t e) {
@@ -192,7 +219,7 @@ void Volume::ApplierLoop() {
       // Applied entries are the oldest: the map's front.
       while (recent_bytes_ > kRecentBytes && !write_behind_.empty() && write_behind_.begin()->second.applied) {
         recent_bytes_ -= write_behind_.begin()->second.length;
-        write_behind_.erase(write_behind_.begin());
+        WbEraseLocked(write_behind_.begin());
       }
       inflight_.erase(seq);
       applied_seq_ = inflight_.empty() ? last_seq_ : *inflight_.begin() - 1;

@@ -380,6 +380,16 @@ class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volum
   uint64_t recent_bytes_ = 0;         // GUARDED_BY(mu_): applied entries kept in write_behind_
   uint64_t write_behind_max_ = 0;     // 0 = off (set in Recover)
   std::map<uint64_t, WriteBehind> write_behind_;  // GUARDED_BY(mu_): seq -> acknowledged, not (or just) in the mirror
+  // GUARDED_BY(mu_): write_behind_ by offset (offset -> seq), so the entries
+  // over a range are found without a walk of the whole map; entries are at
+  // most wb_max_len_ long.
+  std::multimap<uint64_t, uint64_t> wb_by_offset_;
+  uint64_t wb_max_len_ = 0;
+  // REQUIRES mu_. Adds an entry / removes one (returns the next by seq).
+  void WbInsertLocked(uint64_t seq, WriteBehind w);
+  std::map<uint64_t, WriteBehind>::iterator WbEraseLocked(std::map<uint64_t, WriteBehind>::iterator it);
+  // REQUIRES mu_. Seqs below `below_seq` of the entries that overlap [b, e), in seq order.
+  std::vector<uint64_t> WbOverlapsLocked(uint64_t b, uint64_t e, uint64_t below_seq) const;
   uint64_t write_behind_bytes_ = 0;   // GUARDED_BY(mu_): of entries not yet applied
   uint64_t write_behind_taken_ = 0;   // GUARDED_BY(mu_): the applier took every seq up to here
   // GUARDED_BY(mu_): seq -> range of write-behind writes in the mirror but not yet synced there.
