@@ -10,6 +10,7 @@
 
 #include <toml++/toml.h>
 
+#include <algorithm>
 #include <cstdio>
 
 #include "agent/backup_job_config.h"
@@ -43,43 +44,90 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
     return InvalidArgument("config " + path + ": " + std::string(e.description()) + " at line " +
                            std::to_string(e.source().begin.line));
   }
-  if (!state_dir_set) opts->state_dir = tbl["state_dir"].value_or(opts->state_dir);
-  if (!control_set) opts->control = tbl["control"].value_or(opts->control);
-  opts->control_group = tbl["control_group"].value_or(opts->control_group);
-  opts->log_level = tbl["log_level"].value_or(opts->log_level);
+  // Every key is checked: a misspelt key or a value of the wrong type is an
+  // error at startup, not a setting silently left at its default.
+  auto bad = [&](const std::string& key, const std::string& msg) {
+    return InvalidArgument("config " + path + ": " + key + ": " + msg);
+  };
+  auto known = [&](const toml::table& t, const std::string& where, std::initializer_list<std::string_view> keys) {
+    for (const auto& [k, v] : t) {
+      if (std::find(keys.begin(), keys.end(), k.str()) == keys.end()) {
+        std::string list;
+        for (auto key : keys) list += (list.empty() ? "" : ", ") + std::string(key);
+        return bad(where + std::string(k.str()), "unknown key (known here: " + list + ")");
+      }
+    }
+    return Status::Ok();
+  };
+  CONTINUUM_RETURN_IF_ERROR(
+      known(tbl, "", {"state_dir", "control", "control_group", "log_level", "defaults", "capture", "hooks", "backup"}));
+  // A string setting: absent leaves *out as it is.
+  auto str = [&](const toml::node_view<toml::node>& n, const std::string& key, std::string* out) {
+    if (!n) return Status::Ok();
+    auto v = n.value<std::string>();
+    if (!v || !n.is_string()) return bad(key, "must be a string (in double quotes)");
+    *out = *v;
+    return Status::Ok();
+  };
+  std::string state_dir = opts->state_dir, control = opts->control;
+  CONTINUUM_RETURN_IF_ERROR(str(tbl["state_dir"], "state_dir", &state_dir));
+  CONTINUUM_RETURN_IF_ERROR(str(tbl["control"], "control", &control));
+  if (!state_dir_set) opts->state_dir = state_dir;
+  if (!control_set) opts->control = control;
+  CONTINUUM_RETURN_IF_ERROR(str(tbl["control_group"], "control_group", &opts->control_group));
+  CONTINUUM_RETURN_IF_ERROR(str(tbl["log_level"], "log_level", &opts->log_level));
+  if (tbl.contains("defaults") && !tbl["defaults"].is_table()) return bad("defaults", "must be a table ([defaults])");
   if (auto d = tbl["defaults"].as_table()) {
-    if (auto v = (*d)["journal_size"].value<std::string>()) {
-      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_journal_bytes, ParseSize(*v));
+    CONTINUUM_RETURN_IF_ERROR(known(*d, "defaults.", {"journal_size", "retention", "cache_size", "file_cache_size"}));
+    std::string v;
+    for (auto [key, size_out] : {std::pair{"journal_size", &mopts->default_journal_bytes},
+                                 std::pair{"cache_size", &mopts->default_cache_bytes},
+                                 std::pair{"file_cache_size", &mopts->default_spill_bytes}}) {
+      v.clear();
+      CONTINUUM_RETURN_IF_ERROR(str((*d)[key], std::string("defaults.") + key, &v));
+      if (v.empty()) continue;
+      auto n = ParseSize(v);
+      if (!n.ok()) return bad(std::string("defaults.") + key, n.status().message());
+      *size_out = *n;
     }
-    if (auto v = (*d)["retention"].value<std::string>()) {
-      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_retention_ns, ParseDuration(*v));
-    }
-    if (auto v = (*d)["cache_size"].value<std::string>()) {
-      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_cache_bytes, ParseSize(*v));
-    }
-    if (auto v = (*d)["file_cache_size"].value<std::string>()) {
-      CONTINUUM_ASSIGN_OR_RETURN(mopts->default_spill_bytes, ParseSize(*v));
+    v.clear();
+    CONTINUUM_RETURN_IF_ERROR(str((*d)["retention"], "defaults.retention", &v));
+    if (!v.empty()) {
+      auto ns = ParseDuration(v);
+      if (!ns.ok()) return bad("defaults.retention", ns.status().message());
+      mopts->default_retention_ns = *ns;
     }
   }
+  if (tbl.contains("capture") && !tbl["capture"].is_table()) return bad("capture", "must be a table ([capture])");
   if (auto c = tbl["capture"].as_table()) {
-    if (auto v = (*c)["fuse_transport"].value<std::string>()) {
-      auto t = capture::ParseFuseTransport(*v);
+    CONTINUUM_RETURN_IF_ERROR(known(*c, "capture.", {"fuse_transport", "ring_threads"}));
+    std::string transport;
+    CONTINUUM_RETURN_IF_ERROR(str((*c)["fuse_transport"], "capture.fuse_transport", &transport));
+    if (!transport.empty()) {
+      auto t = capture::ParseFuseTransport(transport);
       if (!t.ok()) return InvalidArgument("config " + path + ": [capture] " + t.status().message());
       mopts->fuse.transport = *t;
     }
-    if (auto v = (*c)["ring_threads"].value<int64_t>()) {
+    if (auto n = (*c)["ring_threads"]) {
+      auto v = n.value<int64_t>();
+      if (!v || !n.is_integer()) return bad("capture.ring_threads", "must be a whole number");
       if (*v < 1 || *v > 64) {
         return InvalidArgument("config " + path + ": [capture] ring_threads must be 1..64, got " + std::to_string(*v));
       }
       mopts->fuse.ring_threads_per_queue = static_cast<int>(*v);
     }
   }
+  if (tbl.contains("hooks") && !tbl["hooks"].is_table()) return bad("hooks", "must be a table ([hooks.VOLUME])");
   if (auto h = tbl["hooks"].as_table()) {
     for (auto& [vol, val] : *h) {
-      if (auto t = val.as_table()) {
-        mopts->hooks[std::string(vol.str())] = {(*t)["pre"].value_or(std::string()),
-                                                (*t)["post"].value_or(std::string())};
-      }
+      std::string where = "hooks." + std::string(vol.str());
+      auto t = val.as_table();
+      if (!t) return bad(where, "must be a table with pre and post commands ([" + where + "])");
+      CONTINUUM_RETURN_IF_ERROR(known(*t, where + ".", {"pre", "post"}));
+      Hooks hooks;
+      CONTINUUM_RETURN_IF_ERROR(str((*t)["pre"], where + ".pre", &hooks.pre));
+      CONTINUUM_RETURN_IF_ERROR(str((*t)["post"], where + ".post", &hooks.post));
+      mopts->hooks[std::string(vol.str())] = hooks;
     }
   }
   auto jobs = ParseBackupJobs(tbl);

@@ -166,13 +166,25 @@ def test_failing_pre_hook_places_no_bookmark(make_agent):
     assert a.cli("bookmark", "list", "db", json_out=True) == []
 
 
-def test_bad_config_file_is_a_clear_error(tmp_path):
+@pytest.mark.parametrize("text,says", [
+    ("state_dir = \n", "line 1"),                                  # not TOML
+    ("retension = \"7d\"\n", "retension: unknown key"),           # a typo at the top
+    ("[defaults]\njournal_size = 1073741824\n", "defaults.journal_size: must be a string"),
+    ("[defaults]\nretention = \"7 weeks\"\n", "defaults.retention"),
+    ("[defaults]\ncache = \"1G\"\n", "defaults.cache: unknown key"),
+    ("[capture]\nring_threads = \"4\"\n", "capture.ring_threads: must be a whole number"),
+    ("[hooks.db]\npre = 5\n", "hooks.db.pre: must be a string"),
+    ("hooks = 3\n", "hooks: must be a table"),
+])
+def test_bad_config_file_is_a_clear_error(tmp_path, text, says):
+    """A config the agent cannot use stops it at once, naming the file and the key:
+    never a setting silently left at its default."""
     cfg = tmp_path / "bad.toml"
-    cfg.write_text("state_dir = \n")
+    cfg.write_text(text)
     from conftest import BIN
     r = run([BIN, "agent", "--config", str(cfg), "--state-dir", str(tmp_path / "s"),
              "--control", str(tmp_path / "s.sock")], check=False, timeout=20)
-    assert r.returncode == 2 and "bad.toml" in r.stderr
+    assert r.returncode == 2 and "bad.toml" in r.stderr and says in r.stderr, r.stderr
 
 
 def test_corrupted_write_log_fails_only_that_volume(make_agent):
