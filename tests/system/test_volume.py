@@ -209,6 +209,34 @@ def test_changed_block_bitmap(agent, tmp_path):
     assert ch["extents"] == [{"offset": 10 << 20, "length": 65536}]
 
 
+def test_damaged_bitmap_does_not_keep_the_volume_down(make_agent):
+    """A bitmap file with a flipped byte (a bad sector, a stray write) must not stop
+    the volume from coming back up: it is set aside, the event says so, and the
+    bitmap now reports the whole volume as changed, so the next incremental pass
+    reads everything and misses nothing."""
+    a = make_agent()
+    a.start()
+    dev = make_volume(a, a.root, "db", "64M")
+    a.cli("bitmap", "create", "db", "nightly")
+    with open(dev, "r+b", buffering=0) as f:
+        f.seek(10 << 20)
+        f.write(b"x" * 4096)
+        os.fsync(f.fileno())
+    a.kill9()
+    (cbt,) = list((a.state / "volumes" / "db" / "cbt").glob("nightly.cbt"))
+    raw = bytearray(cbt.read_bytes())
+    raw[100] ^= 0x10
+    cbt.write_bytes(bytes(raw))
+    a.start()
+    st = a.cli("volume", "status", "db", json_out=True)
+    assert st["state"] == "up", st
+    events = [e for e in a.cli("events", "--volume", "db", json_out=True) if e["kind"] == "bitmap_damaged"]
+    assert events and "nightly.cbt.damaged" in events[0]["message"], events
+    assert (cbt.parent / "nightly.cbt.damaged").exists()
+    ch = a.cli("bitmap", "show", "db", "nightly", json_out=True)
+    assert ch["extents"] == [{"offset": 0, "length": 64 << 20}], ch
+
+
 URING_PARAM = Path("/sys/module/fuse/parameters/enable_uring")
 
 
