@@ -64,9 +64,8 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
   // A string setting: absent leaves *out as it is.
   auto str = [&](const toml::node_view<toml::node>& n, const std::string& key, std::string* out) {
     if (!n) return Status::Ok();
-    auto v = n.value<std::string>();
-    if (!v || !n.is_string()) return bad(key, "must be a string (in double quotes)");
-    *out = *v;
+    if (!n.is_string()) return bad(key, "must be a string (in double quotes)");
+    *out = *n.value<std::string>();
     return Status::Ok();
   };
   std::string state_dir = opts->state_dir, control = opts->control;
@@ -109,8 +108,8 @@ Status LoadConfig(const std::string& path, AgentOptions* opts, ManagerOptions* m
       mopts->fuse.transport = *t;
     }
     if (auto n = (*c)["ring_threads"]) {
+      if (!n.is_integer()) return bad("capture.ring_threads", "must be a whole number");
       auto v = n.value<int64_t>();
-      if (!v || !n.is_integer()) return bad("capture.ring_threads", "must be a whole number");
       if (*v < 1 || *v > 64) {
         return InvalidArgument("config " + path + ": [capture] ring_threads must be 1..64, got " + std::to_string(*v));
       }

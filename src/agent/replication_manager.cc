@@ -58,11 +58,8 @@ void ReplicationManager::ResumeAll() {
       auto codec_name = JsonField<std::string>(j, "compress", "none");
       auto bandwidth = JsonField<uint64_t>(j, "bandwidth", 0);
       auto peer_timeout = JsonField<int>(j, "peer_timeout_ms", 0);
-      Status bad;
-      for (const Status& st : {address.status(), mode_name.status(), codec_name.status(), bandwidth.status(),
-                               peer_timeout.status()}) {
-        if (bad.ok()) bad = st;
-      }
+      Status bad = FirstError({address.status(), mode_name.status(), codec_name.status(), bandwidth.status(),
+                               peer_timeout.status()});
       if (bad.ok() && address->empty()) bad = InvalidArgument("it names no target address");
       if (!bad.ok()) {
         volumes_->AddEvent(volume, "replication_failed",

@@ -43,7 +43,9 @@ Status ValidateVolumeName(const std::string& name) {
 }
 
 Status ValidateLabel(const std::string& label) {
-  if (label.empty() || label.size() > 200) return InvalidArgument("bookmark label must be 1-200 characters");
+  if (label.empty() || label.size() > volume::Volume::kMaxLabelBytes) {
+    return InvalidArgument("bookmark label must be 1-" + std::to_string(volume::Volume::kMaxLabelBytes) + " characters");
+  }
   if (label.rfind("seq:", 0) == 0 || label == "latest" || label == "now" ||
       (label.size() >= 10 && std::isdigit(static_cast<unsigned char>(label[0])) && label[4] == '-' &&
        label[7] == '-')) {

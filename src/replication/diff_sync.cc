@@ -51,11 +51,10 @@ Result<DiffRequest> ParseDiffRequest(const nlohmann::json& j, uint64_t volume_si
     return InvalidArgument("bad differential sync request: \"ranges\" must be a list of [offset, length]");
   }
   for (const auto& r : *ranges) {
-    // [offset, length] read as the fields of an object: the same checks.
-    nlohmann::json pair = r.is_array() && r.size() == 2 ? nlohmann::json{{"o", r[0]}, {"l", r[1]}} : nlohmann::json();
-    auto off = JsonField<uint64_t>(pair, "o", UINT64_MAX);
-    auto len = JsonField<uint64_t>(pair, "l", 0);
-    if (!off.ok() || !len.ok() || *off == UINT64_MAX) {
+    const bool pair = r.is_array() && r.size() == 2;
+    auto off = pair ? JsonValue<uint64_t>(r[0], "offset") : Result<uint64_t>(InvalidArgument("not a pair"));
+    auto len = pair ? JsonValue<uint64_t>(r[1], "length") : Result<uint64_t>(InvalidArgument("not a pair"));
+    if (!off.ok() || !len.ok()) {
       return InvalidArgument("bad differential sync request: a range must be [offset, length], not " +
                              r.dump().substr(0, 40));
     }

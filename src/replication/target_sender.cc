@@ -100,9 +100,9 @@ void TargetSender::LoadState() {
   auto last = JsonField<uint64_t>(j, "resync_last", 0);
   auto done_at = JsonField<uint64_t>(j, "resync_done_at", 0);
   auto replica = JsonField<std::string>(j, "replica", "");
-  for (const Status& st : {acked.status(), active.status(), first.status(), last.status(), done_at.status(),
-                           replica.status()}) {
-    if (st.ok()) continue;
+  if (Status st = FirstError({acked.status(), active.status(), first.status(), last.status(), done_at.status(),
+                               replica.status()});
+      !st.ok()) {
     // Nothing is assumed about the target then: it is compared as a whole.
     Logger("replication")->warn("{}: {}; the target will be compared in full", opts_.state_path,
                                 j.is_discarded() ? "not JSON" : st.message());
@@ -238,14 +238,14 @@ Status TargetSender::Session() {
   if (f.type == FrameType::kError) return FailedPrecondition("target refused: " + ErrorMessage(f));
   if (f.type != FrameType::kHelloAck) return DataLoss("target " + opts_.address + " did not answer the hello");
   CONTINUUM_ASSIGN_OR_RETURN(auto ack, FrameJson(f));
-  auto bad = [&](const Status& st) { return st.WithContext("bad HELLO_ACK from target " + opts_.address); };
   auto durable = JsonField<uint64_t>(ack, "durable_seq", 0);
   auto fresh = JsonField<bool>(ack, "new", false);
   auto can_diff = JsonField<bool>(ack, "diff", false);
   auto can_seed = JsonField<bool>(ack, "seed", false);
   auto replica = JsonField<std::string>(ack, "replica", "");
-  for (const Status& st : {durable.status(), fresh.status(), can_diff.status(), can_seed.status(), replica.status()}) {
-    if (!st.ok()) return bad(st);
+  if (Status st = FirstError({durable.status(), fresh.status(), can_diff.status(), can_seed.status(), replica.status()});
+      !st.ok()) {
+    return st.WithContext("bad HELLO_ACK from target " + opts_.address);
   }
   target_fresh_ = *fresh;
   target_can_diff_ = *can_diff;

@@ -11,10 +11,17 @@
 
 namespace continuum::volume {
 
+namespace {
+
+// Seqs a source may send: 0 means "assign one" in the pipeline, and seqs stay
+// far from wrapping.
+bool ValidSourceSeq(uint64_t seq) { return seq != 0 && seq <= static_cast<uint64_t>(INT64_MAX); }
+
+}  // namespace
+
 Result<Volume::Op> Volume::ReplicatedOp(const journal::RecordHeader& h, std::vector<uint8_t> data) const {
   auto kind = static_cast<journal::WriteKind>(h.kind);
-  // Seq 0 means "assign one" in the pipeline; seqs stay far from wrapping.
-  if (h.seq == 0 || h.seq > static_cast<uint64_t>(INT64_MAX)) {
+  if (!ValidSourceSeq(h.seq)) {
     return InvalidArgument("volume " + cfg_.name + ": replicated record has seq " + std::to_string(h.seq) +
                            " (1 to 2^63-1 allowed)");
   }
@@ -29,10 +36,10 @@ Result<Volume::Op> Volume::ReplicatedOp(const journal::RecordHeader& h, std::vec
     return InvalidArgument("volume " + cfg_.name + ": replicated record seq " + std::to_string(h.seq) +
                            " has a bad range");
   }
-  // Labels are 1-200 bytes where bookmarks are made (the agent's API).
-  if (kind == journal::WriteKind::kBookmark && (data.empty() || data.size() > 200)) {
+  if (kind == journal::WriteKind::kBookmark && (data.empty() || data.size() > kMaxLabelBytes)) {
     return InvalidArgument("volume " + cfg_.name + ": replicated bookmark seq " + std::to_string(h.seq) +
-                           " has a label of " + std::to_string(data.size()) + " bytes (1-200 allowed)");
+                           " has a label of " + std::to_string(data.size()) + " bytes (1-" +
+                           std::to_string(kMaxLabelBytes) + " allowed)");
   }
   Op op{.kind = kind, .offset = h.offset, .length = h.length, .flags = h.flags & ~journal::kFlagNoData,
         .given_seq = h.seq, .given_ts = h.ts_ns};
@@ -182,7 +189,7 @@ Status Volume::WriteSeed(uint64_t offset, uint64_t length, std::span<const uint8
 
 Status Volume::EndSeed(uint64_t seq, int64_t ts_ns) {
   if (!cfg_.replica) return FailedPrecondition("volume " + cfg_.name + " is not a replica: it cannot be seeded");
-  if (seq == 0 || seq > static_cast<uint64_t>(INT64_MAX)) {
+  if (!ValidSourceSeq(seq)) {
     return InvalidArgument("volume " + cfg_.name + ": a seed cannot end at seq " + std::to_string(seq));
   }
   // Ordering: mirror durable -> undo journal based at `seq` -> bitmaps and

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cerrno>
+#include <initializer_list>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -55,6 +56,15 @@ class [[nodiscard]] Status {
 
 // The one place errno becomes a Status.
 Status PosixError(std::string_view context, int sys_errno);
+
+// The first of several results that failed, or Ok: for reading a group of
+// fields that each may fail.
+inline Status FirstError(std::initializer_list<Status> all) {
+  for (const Status& st : all) {
+    if (!st.ok()) return st;
+  }
+  return Status();
+}
 
 inline Status InvalidArgument(std::string msg) { return {StatusCode::kInvalidArgument, std::move(msg)}; }
 inline Status NotFound(std::string msg) { return {StatusCode::kNotFound, std::move(msg)}; }

@@ -120,6 +120,7 @@ struct VolumeStats {
 // and exclusively by view reads, so a view never sees the mirror ahead of its map.
 class Volume : public io::BlockTarget, public std::enable_shared_from_this<Volume> {
  public:
+  static constexpr size_t kMaxLabelBytes = 200;  // bookmark labels: 1 to this many bytes
   static Result<std::shared_ptr<Volume>> Open(const VolumeConfig& cfg, const std::string& dir,
                                               EventSink events);
   ~Volume() override;
